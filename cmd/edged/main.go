@@ -1,0 +1,52 @@
+// Command edged is the edge inspection daemon: it reads line devices, runs ONNX models on
+// what they see, publishes verdicts over MQTT and serves metrics and the admin API.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+)
+
+// errUsage marks an error whose message is already the usage text.
+var errUsage = errors.New("usage")
+
+const usage = `edged: edge AI inspection runtime
+
+usage:
+  edged run [-c FILE]              start inspecting (embedded defaults without -c)
+  edged validate -c FILE           check a config file and exit
+  edged sim dump --n N --out DIR   write a labelled data set from the line simulator
+  edged bench [flags]              measure pipeline throughput against bare inference
+  edged version                    print the version
+`
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	if len(args) == 0 {
+		fmt.Fprint(os.Stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "sim":
+		err = cmdSim(args[1:])
+	case "-h", "--help", "help":
+		fmt.Print(usage)
+		return 0
+	default:
+		fmt.Fprintf(os.Stderr, "edged: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	if err != nil {
+		if errors.Is(err, errUsage) {
+			return 2
+		}
+		fmt.Fprintf(os.Stderr, "edged %s: %v\n", args[0], err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,3 @@
+package main
+
+func cmdSim(args []string) error { return nil }

@@ -1,0 +1,156 @@
+// Package models provides the on-disk model repository, model manifests and the
+// verification of a model file against its manifest.
+package models
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Manifest describes one model version: what it is, how to feed it and how to read it.
+type Manifest struct {
+	Name        string      `json:"name"`
+	Version     string      `json:"version"`
+	SHA256      string      `json:"sha256"`
+	Size        int64       `json:"size"`
+	Inputs      []Tensor    `json:"inputs"`
+	Outputs     []Tensor    `json:"outputs"`
+	Preprocess  Preprocess  `json:"preprocess"`
+	Postprocess Postprocess `json:"postprocess"`
+	Created     time.Time   `json:"created"`
+	// Description is free text for people (how the model was made, on what data).
+	Description string `json:"description,omitempty"`
+	// Signature is the base64 ed25519 signature over the canonical manifest (the
+	// manifest with Signature and KeyID empty), by a key listed in models.trusted_keys.
+	Signature string `json:"signature,omitempty"`
+	KeyID     string `json:"key_id,omitempty"`
+}
+
+// Tensor is one model input or output. A dimension of -1 is dynamic (the batch).
+type Tensor struct {
+	Name  string  `json:"name"`
+	DType string  `json:"dtype"`
+	Shape []int64 `json:"shape"`
+}
+
+// Preprocess says how an image becomes the model's input tensor.
+type Preprocess struct {
+	// Width and Height the image is resized to.
+	Width  int `json:"width"`
+	Height int `json:"height"`
+	// Layout of the input tensor: "NCHW".
+	Layout string `json:"layout"`
+	// Color is "gray" (1 channel), "rgb" or "bgr" (3 channels).
+	Color string `json:"color"`
+	// Pixels are scaled to 0..1, then (x-mean)/std per channel.
+	Mean []float32 `json:"mean"`
+	Std  []float32 `json:"std"`
+}
+
+// Postprocess says how the output becomes a verdict.
+type Postprocess struct {
+	// Kind is "softmax": the output holds one logit per label.
+	Kind   string   `json:"kind"`
+	Labels []string `json:"labels"`
+	// OKLabels are the labels that mean a good part; any other label is a defect.
+	OKLabels []string `json:"ok_labels"`
+	// Threshold is the least defect probability (1 - sum of OK label probabilities)
+	// for an NG verdict.
+	Threshold float32 `json:"threshold"`
+}
+
+// ParseManifest decodes a manifest strictly and checks it is complete.
+func ParseManifest(b []byte) (*Manifest, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var m Manifest
+	if err := dec.Decode(&m); err != nil {
+		return nil, fmt.Errorf("parse manifest: %w", err)
+	}
+	if dec.More() {
+		return nil, errors.New("parse manifest: trailing data after the JSON object")
+	}
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+// Validate checks the manifest names everything the runtime needs.
+func (m *Manifest) Validate() error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf("manifest: "+format, a...)) }
+	if m.Name == "" {
+		bad("name is empty")
+	}
+	if m.Version == "" {
+		bad("version is empty")
+	}
+	if len(m.SHA256) != 64 {
+		bad("sha256 %q is not 64 hex digits", m.SHA256)
+	}
+	if m.Size <= 0 {
+		bad("size %d is not positive", m.Size)
+	}
+	if len(m.Inputs) != 1 {
+		bad("inputs: want exactly 1 image input, have %d", len(m.Inputs))
+	}
+	if len(m.Outputs) != 1 {
+		bad("outputs: want exactly 1 output, have %d", len(m.Outputs))
+	}
+	for i, t := range append(append([]Tensor{}, m.Inputs...), m.Outputs...) {
+		if t.Name == "" || t.DType != "float32" || len(t.Shape) == 0 {
+			bad("tensor %d (%q): want a name, dtype float32 and a shape, have dtype %q shape %v", i, t.Name, t.DType, t.Shape)
+		}
+	}
+	p := m.Preprocess
+	if p.Width <= 0 || p.Height <= 0 {
+		bad("preprocess: width %d and height %d must be positive", p.Width, p.Height)
+	}
+	if p.Layout != "NCHW" {
+		bad("preprocess.layout %q is not supported (NCHW)", p.Layout)
+	}
+	ch := 0
+	switch p.Color {
+	case "gray":
+		ch = 1
+	case "rgb", "bgr":
+		ch = 3
+	default:
+		bad("preprocess.color %q is not one of gray, rgb, bgr", p.Color)
+	}
+	if ch > 0 && (len(p.Mean) != ch || len(p.Std) != ch) {
+		bad("preprocess: mean and std need %d values for color %q, have %d and %d", ch, p.Color, len(p.Mean), len(p.Std))
+	}
+	for i, s := range p.Std {
+		if s == 0 {
+			bad("preprocess.std[%d] is 0", i)
+		}
+	}
+	q := m.Postprocess
+	if q.Kind != "softmax" {
+		bad("postprocess.kind %q is not supported (softmax)", q.Kind)
+	}
+	if len(q.Labels) < 2 {
+		bad("postprocess.labels: want at least 2, have %d", len(q.Labels))
+	}
+	if len(q.OKLabels) == 0 {
+		bad("postprocess.ok_labels is empty")
+	}
+	for _, ok := range q.OKLabels {
+		found := false
+		for _, l := range q.Labels {
+			found = found || l == ok
+		}
+		if !found {
+			bad("postprocess.ok_labels: %q is not among the labels %v", ok, q.Labels)
+		}
+	}
+	if q.Threshold <= 0 || q.Threshold >= 1 {
+		bad("postprocess.threshold %v is not in (0,1)", q.Threshold)
+	}
+	return errors.Join(errs...)
+}
