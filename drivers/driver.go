@@ -29,6 +29,12 @@ type Emitter interface {
 	Health(up bool, err error)
 }
 
+// PressureReader is implemented by emitters that can tell the pipeline's pressure
+// without an emit, for drivers that wait for room rather than sleep a fixed interval.
+type PressureReader interface {
+	Pressure() Pressure
+}
+
 // Pressure is the pipeline's answer to one Emit.
 type Pressure struct {
 	// Accepted is false when the reading was dropped because the pipeline was full.

@@ -32,8 +32,15 @@ func run(args []string) int {
 	}
 	var err error
 	switch args[0] {
+	case "run":
+		err = cmdRun(args[1:])
+	case "validate":
+		err = cmdValidate(args[1:])
 	case "sim":
 		err = cmdSim(args[1:])
+	case "version":
+		fmt.Println("edged", version())
+		return 0
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return 0

@@ -1,0 +1,80 @@
+# edged build, run and test. `make run` and `make test` do all the set-up on a fresh
+# Debian box: they fetch ONNX Runtime from the npm registry and install the test servers.
+
+SHELL := /bin/bash
+GO    ?= go
+GOARCH_HOST := $(shell $(GO) env GOARCH)
+
+# ONNX Runtime's C library ships inside the onnxruntime-node npm package; the tarball is
+# pinned by version and sha256 so a changed upload can never slip into a build.
+ORT_VERSION := 1.24.3
+ORT_SHA256  := aa1bb5fa261ea68de05dd53efbba210cd7adf2d2850f4c3a201054c74cc78040
+ORT_DIR     := third_party/onnxruntime
+ORT_TGZ     := $(ORT_DIR)/onnxruntime-node-$(ORT_VERSION).tgz
+ORT_LIBS    := $(ORT_DIR)/linux-x64/libonnxruntime.so.1 $(ORT_DIR)/linux-arm64/libonnxruntime.so.1
+
+# Debian packages the test suite runs against.
+TEST_DEBS := mosquitto mosquitto-clients
+
+BIN := bin/edged
+GOFLAGS_BUILD := -trimpath
+
+.PHONY: all build run test test-setup bench ort model clean vet
+
+all: build
+
+build: $(BIN)
+
+$(BIN): $(shell find . -name '*.go' -not -path './var/*' -not -path './third_party/*') $(shell find . -path ./var -prune -o -path ./third_party -prune -o \( -name '*.yaml' -o -name '*.onnx' -o -name 'manifest.json' \) -print) go.mod go.sum
+	$(GO) build $(GOFLAGS_BUILD) -o $@ ./cmd/edged
+
+ort: $(ORT_LIBS)
+
+$(ORT_TGZ):
+	@command -v npm >/dev/null || { echo "npm is needed to fetch ONNX Runtime: apt-get install -y npm"; exit 1; }
+	mkdir -p $(ORT_DIR)
+	cd $(ORT_DIR) && npm pack --silent onnxruntime-node@$(ORT_VERSION) >/dev/null
+	echo "$(ORT_SHA256)  $@" | sha256sum --check --quiet - || { rm -f $@; echo "onnxruntime-node-$(ORT_VERSION).tgz: sha256 mismatch, refusing it"; exit 1; }
+
+$(ORT_LIBS) &: $(ORT_TGZ)
+	rm -rf $(ORT_DIR)/package
+	tar -xzf $(ORT_TGZ) -C $(ORT_DIR) package/bin/napi-v6/linux/x64/libonnxruntime.so.1 package/bin/napi-v6/linux/arm64/libonnxruntime.so.1
+	mkdir -p $(ORT_DIR)/linux-x64 $(ORT_DIR)/linux-arm64
+	mv $(ORT_DIR)/package/bin/napi-v6/linux/x64/libonnxruntime.so.1 $(ORT_DIR)/linux-x64/
+	mv $(ORT_DIR)/package/bin/napi-v6/linux/arm64/libonnxruntime.so.1 $(ORT_DIR)/linux-arm64/
+	rm -rf $(ORT_DIR)/package
+	touch $(ORT_LIBS)
+
+# run: the demo line on embedded defaults (see config/demo.yaml).
+run: ort $(BIN)
+	$(BIN) run -c config/demo.yaml
+
+test-setup: ort
+	@missing=""; for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing test servers:$$missing"; \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi; \
+	fi
+
+test: test-setup
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+bench: ort
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./...
+	$(GO) run ./cmd/edged bench
+
+# model retrains the bundled demo model from simulator images (needs Debian's
+# python3-torch; the build and tests never do).
+model: $(BIN)
+	rm -rf var/dataset
+	$(BIN) sim dump --n 6000 --seed 1 --defect-rate 0.5 --out var/dataset/train
+	$(BIN) sim dump --n 2000 --seed 2 --defect-rate 0.5 --out var/dataset/val
+	/usr/bin/python3 models/demo/train.py --train var/dataset/train --val var/dataset/val --out models/demo/el-defect/1.0.0
+
+vet:
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin var

@@ -1,0 +1,407 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/edgedrun/edged/api"
+	"github.com/edgedrun/edged/config"
+	"github.com/edgedrun/edged/drivers"
+	_ "github.com/edgedrun/edged/drivers/all" // every built-in driver type
+	"github.com/edgedrun/edged/hwprofiles"
+	"github.com/edgedrun/edged/inference"
+	"github.com/edgedrun/edged/models"
+	"github.com/edgedrun/edged/models/demo"
+	"github.com/edgedrun/edged/pipeline"
+	"github.com/edgedrun/edged/publish"
+)
+
+func cmdRun(args []string) error {
+	fs := flag.NewFlagSet("edged run", flag.ContinueOnError)
+	path := fs.String("c", "", "config file (default: the embedded demo config)")
+	if err := fs.Parse(args); err != nil {
+		return errUsage
+	}
+	cfg, prof, reasons, err := loadConfig(*path)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.Log, os.Stderr)
+	slog.SetDefault(log)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	d, err := newDaemon(cfg, prof, reasons, log)
+	if err != nil {
+		return err
+	}
+	go func() {
+		// A second signal while shutting down means the operator wants out now.
+		<-ctx.Done()
+		stop()
+		again := make(chan os.Signal, 1)
+		signal.Notify(again, syscall.SIGINT, syscall.SIGTERM)
+		<-again
+		log.Error("second signal: exiting without finishing the shutdown")
+		os.Exit(1)
+	}()
+	return d.run(ctx)
+}
+
+// loadConfig reads the file (or the embedded demo config), applies the hardware profile
+// and validates the result.
+func loadConfig(path string) (*config.Config, *hwprofiles.Profile, []string, error) {
+	var cfg *config.Config
+	var err error
+	if path == "" {
+		cfg, err = config.Default()
+	} else {
+		cfg, err = config.Load(path)
+	}
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	prof, reasons, err := hwprofiles.Resolve(cfg.HWProfile, os.DirFS("/"), runtime.GOARCH, runtime.NumCPU())
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("hwprofile: %w", err)
+	}
+	cfg.ApplyProfile(prof)
+	if err := cfg.Validate(); err != nil {
+		return nil, nil, nil, err
+	}
+	return cfg, prof, reasons, nil
+}
+
+func newLogger(c config.Log, w *os.File) *slog.Logger {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
+		level = slog.LevelInfo
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// daemon is edged running: every component built, none started until run.
+type daemon struct {
+	cfg      *config.Config
+	prof     *hwprofiles.Profile
+	log      *slog.Logger
+	reg      *prometheus.Registry
+	backend  *inference.ORT
+	sessions []inference.Session
+	models   map[string]*pipeline.Model
+	broker   *publish.Broker
+	pub      *publish.Publisher
+	pipe     *pipeline.Pipeline
+	http     *api.Server
+	started  time.Time
+}
+
+func newDaemon(cfg *config.Config, prof *hwprofiles.Profile, reasons []string, log *slog.Logger) (_ *daemon, err error) {
+	d := &daemon{cfg: cfg, prof: prof, log: log, reg: prometheus.NewRegistry(), models: map[string]*pipeline.Model{}}
+	defer func() {
+		if err != nil {
+			d.close() // what was built so far: sessions and the runtime
+		}
+	}()
+	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	log.Info("hardware profile", "profile", prof.Name, "why", strings.Join(reasons, "; "))
+
+	if d.backend, err = inference.OpenORT(cfg.Runtime.ORTLibrary); err != nil {
+		return nil, err
+	}
+	repo, err := models.OpenRepository(cfg.Models.Dir)
+	if err != nil {
+		return nil, err
+	}
+	opts := inference.SessionOptions{
+		IntraOpThreads:     cfg.Runtime.IntraOpThreads,
+		InterOpThreads:     cfg.Runtime.InterOpThreads,
+		Spinning:           cfg.Runtime.Spinning == config.SpinningOn,
+		ExecutionProviders: cfg.Runtime.ExecutionProviders,
+		Log:                log,
+	}
+	for _, in := range cfg.Inspections {
+		if _, ok := d.models[in.Model]; ok {
+			continue
+		}
+		m, onnx, err := loadModel(repo, in.Model, log)
+		if err != nil {
+			return nil, fmt.Errorf("inspection %q: %w", in.Name, err)
+		}
+		sess, err := d.backend.Load(m, onnx, opts)
+		if err != nil {
+			return nil, fmt.Errorf("inspection %q: %w", in.Name, err)
+		}
+		d.sessions = append(d.sessions, sess)
+		d.models[in.Model] = &pipeline.Model{Manifest: m, Session: sess}
+	}
+
+	var sources []pipeline.Source
+	for i := range cfg.Sources {
+		s := &cfg.Sources[i]
+		f, err := drivers.Lookup(s.Type)
+		if err != nil {
+			return nil, fmt.Errorf("sources[%d] %q: %w", i, s.Name, err)
+		}
+		drv, err := f.New(s.Spec(), s.Driver)
+		if err != nil {
+			return nil, fmt.Errorf("sources[%d] %q: %w", i, s.Name, err)
+		}
+		sources = append(sources, pipeline.Source{Spec: s.Spec(), Driver: drv})
+	}
+	var inspections []pipeline.Inspection
+	for _, in := range cfg.Inspections {
+		inspections = append(inspections, pipeline.Inspection{
+			Name: in.Name, Source: in.Source, Model: d.models[in.Model], Threshold: float32(in.Threshold),
+		})
+	}
+
+	brokerURL := cfg.MQTT.Broker
+	if brokerURL == config.BrokerEmbedded {
+		d.broker = publish.NewBroker(cfg.MQTT.EmbeddedListen, log)
+		brokerURL = "tcp://" + cfg.MQTT.EmbeddedListen
+	}
+	qos := byte(cfg.MQTT.QoS)
+	d.pub, err = publish.NewPublisher(publish.Config{
+		Broker:         brokerURL,
+		ClientID:       cfg.MQTT.ClientID,
+		Username:       cfg.MQTT.Username,
+		Password:       cfg.MQTT.Password,
+		QoS:            &qos,
+		Site:           cfg.Node.Site,
+		Line:           cfg.Node.Line,
+		Node:           cfg.Node.Name,
+		KeepAlive:      cfg.MQTT.KeepAlive.Std(),
+		ConnectTimeout: cfg.MQTT.ConnectTimeout.Std(),
+		DrainTimeout:   cfg.ShutdownTimeout.Std() / 2,
+	}, d.reg, log)
+	if err != nil {
+		return nil, err
+	}
+	d.pipe, err = pipeline.New(pipeline.Config{
+		Identity:     pipeline.Identity{Node: cfg.Node.Name},
+		RingSize:     cfg.Pipeline.RingSize,
+		Workers:      cfg.Pipeline.Workers,
+		DrainTimeout: cfg.ShutdownTimeout.Std() / 2,
+		Sink:         d.pub,
+		Registerer:   d.reg,
+		Log:          log,
+	}, sources, inspections)
+	if err != nil {
+		return nil, err
+	}
+	d.http = api.New(api.Config{
+		Listen:     cfg.HTTP.Listen,
+		AdminToken: cfg.HTTP.AdminToken,
+		Gatherer:   d.reg,
+		Ready: []api.Check{
+			{Name: "model", Fn: func() error {
+				if len(d.models) == 0 {
+					return errors.New("no model loaded")
+				}
+				return nil
+			}},
+			{Name: "mqtt", Fn: func() error {
+				if !d.pub.Connected() {
+					return fmt.Errorf("not connected to %s", brokerURL)
+				}
+				return nil
+			}},
+		},
+		Status: d.status,
+		Log:    log.With("component", "http"),
+	})
+	return d, nil
+}
+
+// loadModel reads the active version of a model from the repository. The bundled demo
+// model is installed on first use, so the demo runs on an empty box.
+func loadModel(repo *models.Repository, name string, log *slog.Logger) (*models.Manifest, []byte, error) {
+	_, err := repo.ActiveVersion(name)
+	switch {
+	case errors.Is(err, models.ErrNotFound) && name == demo.Name:
+		dm, donnx, err := demo.Load()
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := repo.Install(dm, donnx); err != nil {
+			return nil, nil, fmt.Errorf("install the bundled demo model: %w", err)
+		}
+		if err := repo.Activate(dm.Name, dm.Version); err != nil {
+			return nil, nil, fmt.Errorf("activate the bundled demo model: %w", err)
+		}
+		log.Info("installed the bundled demo model", "model", dm.Name, "version", dm.Version, "dir", repo.Dir())
+	case errors.Is(err, models.ErrNotFound):
+		return nil, nil, fmt.Errorf("model %q is not in the repository %s: push it, or name a model that is there (the bundled demo model is %q)", name, repo.Dir(), demo.Name)
+	case err != nil:
+		return nil, nil, err
+	}
+	return repo.LoadActive(name)
+}
+
+// run starts everything and stops it in order when ctx ends: drivers and pipeline first
+// (rings drain), then the publisher (queue flushes, status goes offline), then the broker
+// and the HTTP server.
+func (d *daemon) run(ctx context.Context) error {
+	defer d.close()
+	d.started = time.Now()
+	bg, cancelBG := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelBG()
+	var wg sync.WaitGroup
+	errc := make(chan error, 4)
+	start := func(name string, fn func(context.Context) error, c context.Context) {
+		wg.Go(func() {
+			if err := fn(c); err != nil {
+				errc <- fmt.Errorf("%s: %w", name, err)
+			}
+		})
+	}
+	brokerCtx, stopBroker := context.WithCancel(bg)
+	defer stopBroker()
+	if d.broker != nil {
+		start("embedded mqtt broker", d.broker.Run, brokerCtx)
+		select {
+		case <-d.broker.Ready():
+		case err := <-errc:
+			cancelBG()
+			wg.Wait()
+			return err
+		}
+	}
+	httpCtx, stopHTTP := context.WithCancel(bg)
+	defer stopHTTP()
+	start("http", d.http.Run, httpCtx)
+	select {
+	case <-d.http.Ready():
+	case err := <-errc:
+		cancelBG()
+		wg.Wait()
+		return err
+	}
+	pubCtx, stopPub := context.WithCancel(bg)
+	defer stopPub()
+	pubDone := make(chan struct{})
+	wg.Go(func() {
+		defer close(pubDone)
+		if err := d.pub.Run(pubCtx); err != nil {
+			errc <- fmt.Errorf("mqtt publisher: %w", err)
+		}
+	})
+	pipeCtx, stopPipe := context.WithCancel(ctx)
+	defer stopPipe()
+	pipeDone := make(chan struct{})
+	wg.Go(func() {
+		defer close(pipeDone)
+		if err := d.pipe.Run(pipeCtx); err != nil {
+			errc <- fmt.Errorf("pipeline: %w", err)
+		}
+	})
+	d.logStart()
+
+	var failure error
+	select {
+	case <-ctx.Done():
+		d.log.Info("shutting down", "shutdown_timeout", d.cfg.ShutdownTimeout.String())
+	case failure = <-errc:
+		d.log.Error("component failed; shutting down", "err", failure)
+	}
+	deadline := time.NewTimer(d.cfg.ShutdownTimeout.Std())
+	defer deadline.Stop()
+	stopPipe()
+	if !waitOr(pipeDone, deadline.C) {
+		return errors.New("shutdown: the pipeline did not stop within shutdown_timeout")
+	}
+	stopPub()
+	if !waitOr(pubDone, deadline.C) {
+		return errors.New("shutdown: the mqtt publisher did not stop within shutdown_timeout")
+	}
+	cancelBG()
+	all := make(chan struct{})
+	go func() { wg.Wait(); close(all) }()
+	if !waitOr(all, deadline.C) {
+		return errors.New("shutdown: the http server or broker did not stop within shutdown_timeout")
+	}
+	close(errc)
+	for err := range errc {
+		failure = errors.Join(failure, err)
+	}
+	d.logStop()
+	return failure
+}
+
+func waitOr(done <-chan struct{}, timeout <-chan time.Time) bool {
+	select {
+	case <-done:
+		return true
+	case <-timeout:
+		return false
+	}
+}
+
+func (d *daemon) logStart() {
+	lib := d.backend.Library()
+	var ms []string
+	for name, m := range d.models {
+		ms = append(ms, name+"@"+m.Manifest.Version+" sha256:"+m.Manifest.SHA256[:12])
+	}
+	broker := d.cfg.MQTT.Broker
+	if d.broker != nil {
+		broker = "embedded mqtt://" + d.broker.Addr()
+	}
+	d.log.Info("edged started",
+		"version", version(),
+		"node", d.cfg.Node.Site+"/"+d.cfg.Node.Line+"/"+d.cfg.Node.Name,
+		"profile", d.prof.Name,
+		"onnxruntime", lib.Path+" ("+d.backend.Version()+", from "+lib.From+")",
+		"threads", fmt.Sprintf("intra=%d inter=%d spinning=%s", d.cfg.Runtime.IntraOpThreads, d.cfg.Runtime.InterOpThreads, d.cfg.Runtime.Spinning),
+		"models", strings.Join(ms, ","),
+		"broker", broker,
+		"http", "http://"+d.http.Addr(),
+		"topics", "edged/v1/"+d.cfg.Node.Site+"/"+d.cfg.Node.Line+"/"+d.cfg.Node.Name+"/#",
+	)
+}
+
+func (d *daemon) logStop() {
+	attrs := []any{"uptime", time.Since(d.started).Round(time.Millisecond).String()}
+	for _, s := range d.cfg.Sources {
+		if c, ok := d.pipe.Counts(s.Name); ok {
+			attrs = append(attrs, s.Name, fmt.Sprintf("accepted=%d published=%d dropped_full=%d dropped_stale=%d error=%d dropped_shutdown=%d",
+				c.Accepted, c.Published, c.DroppedFull, c.DroppedStale, c.Errors, c.DroppedShutdown))
+		}
+	}
+	st := d.pub.Stats()
+	attrs = append(attrs, "mqtt", fmt.Sprintf("accepted=%d acked=%d failed=%d", st.Accepted, st.Acked, st.Failed))
+	d.log.Info("edged stopped", attrs...)
+}
+
+// close releases what newDaemon built; safe on a partly built daemon.
+func (d *daemon) close() {
+	for _, s := range d.sessions {
+		if err := s.Close(); err != nil {
+			d.log.Warn("close model session", "err", err)
+		}
+	}
+	d.sessions = nil
+	if d.backend != nil {
+		if err := d.backend.Close(); err != nil {
+			d.log.Warn("close onnx runtime", "err", err)
+		}
+		d.backend = nil
+	}
+}

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"runtime/debug"
+	"time"
+)
+
+// statusDoc is served at /v1/status.
+type statusDoc struct {
+	Version     string                  `json:"version"`
+	Node        nodeDoc                 `json:"node"`
+	Started     time.Time               `json:"started"`
+	UptimeS     float64                 `json:"uptime_s"`
+	Profile     string                  `json:"hwprofile"`
+	ONNXRuntime ortDoc                  `json:"onnxruntime"`
+	Models      []modelDoc              `json:"models"`
+	Sources     map[string]sourceCounts `json:"sources"`
+	MQTT        mqttDoc                 `json:"mqtt"`
+}
+
+type nodeDoc struct {
+	Site string `json:"site"`
+	Line string `json:"line"`
+	Name string `json:"name"`
+}
+
+type ortDoc struct {
+	Library string `json:"library"`
+	From    string `json:"from"`
+	Version string `json:"version"`
+}
+
+type modelDoc struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
+	SHA256  string `json:"sha256"`
+}
+
+type sourceCounts struct {
+	Accepted        uint64 `json:"accepted"`
+	Published       uint64 `json:"published"`
+	DroppedFull     uint64 `json:"dropped_full"`
+	DroppedStale    uint64 `json:"dropped_stale"`
+	Errors          uint64 `json:"error"`
+	DroppedShutdown uint64 `json:"dropped_shutdown"`
+	InFlight        uint64 `json:"in_flight"`
+}
+
+type mqttDoc struct {
+	Broker    string `json:"broker"`
+	Connected bool   `json:"connected"`
+	Accepted  uint64 `json:"accepted"`
+	Acked     uint64 `json:"acked"`
+	Failed    uint64 `json:"failed"`
+}
+
+func (d *daemon) status() any {
+	doc := statusDoc{
+		Version: version(),
+		Node:    nodeDoc{d.cfg.Node.Site, d.cfg.Node.Line, d.cfg.Node.Name},
+		Started: d.started.UTC(),
+		UptimeS: time.Since(d.started).Seconds(),
+		Profile: d.prof.Name,
+		Sources: map[string]sourceCounts{},
+	}
+	if d.backend != nil {
+		lib := d.backend.Library()
+		doc.ONNXRuntime = ortDoc{lib.Path, lib.From, d.backend.Version()}
+	}
+	for _, m := range d.models {
+		doc.Models = append(doc.Models, modelDoc{m.Manifest.Name, m.Manifest.Version, m.Manifest.SHA256})
+	}
+	for _, s := range d.cfg.Sources {
+		if c, ok := d.pipe.Counts(s.Name); ok {
+			doc.Sources[s.Name] = sourceCounts(c)
+		}
+	}
+	st := d.pub.Stats()
+	doc.MQTT = mqttDoc{Broker: d.cfg.MQTT.Broker, Connected: d.pub.Connected(), Accepted: st.Accepted, Acked: st.Acked, Failed: st.Failed}
+	if d.broker != nil {
+		doc.MQTT.Broker = "embedded " + d.broker.Addr()
+	}
+	return doc
+}
+
+// buildVersion is set by the Makefile (-ldflags -X main.buildVersion=...).
+var buildVersion = ""
+
+func version() string {
+	if buildVersion != "" {
+		return buildVersion
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		var rev, dirty string
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.modified":
+				if s.Value == "true" {
+					dirty = "-dirty"
+				}
+			}
+		}
+		if len(rev) >= 12 {
+			return "dev-" + rev[:12] + dirty
+		}
+	}
+	return "dev"
+}

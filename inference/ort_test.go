@@ -1,0 +1,221 @@
+package inference_test
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/edgedrun/edged/drivers"
+	"github.com/edgedrun/edged/drivers/sim"
+	"github.com/edgedrun/edged/inference"
+	"github.com/edgedrun/edged/models"
+	"github.com/edgedrun/edged/models/demo"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// openORT opens the real ONNX Runtime; under `make test` it is always there (make ort
+// fetches it), so a missing library fails the test rather than skipping it.
+func openORT(t testing.TB) *inference.ORT {
+	t.Helper()
+	o, err := inference.OpenORT("")
+	if err != nil {
+		t.Fatalf("ONNX Runtime is needed (run `make ort`): %v", err)
+	}
+	t.Cleanup(func() {
+		if err := o.Close(); err != nil {
+			t.Errorf("close onnx runtime: %v", err)
+		}
+	})
+	return o
+}
+
+func TestFindORTLibraryOrder(t *testing.T) {
+	if _, err := inference.FindORTLibrary("/nonexistent/lib.so"); err == nil || !strings.Contains(err.Error(), "runtime.ort_library") {
+		t.Errorf("configured missing path: %v", err)
+	}
+	t.Setenv(inference.EnvORTLibrary, "/nonexistent/env.so")
+	if _, err := inference.FindORTLibrary(""); err == nil || !strings.Contains(err.Error(), inference.EnvORTLibrary) {
+		t.Errorf("env missing path: %v", err)
+	}
+	dir := t.TempDir()
+	lib := dir + "/libonnxruntime.so"
+	os.WriteFile(lib, nil, 0o644)
+	if c, err := inference.FindORTLibrary(lib); err != nil || c.From != "config runtime.ort_library" {
+		t.Errorf("configured path: %+v %v", c, err)
+	}
+	t.Setenv(inference.EnvORTLibrary, lib)
+	if c, err := inference.FindORTLibrary(""); err != nil || c.Path != lib || c.From != "$"+inference.EnvORTLibrary {
+		t.Errorf("env path: %+v %v", c, err)
+	}
+	t.Setenv(inference.EnvORTLibrary, "")
+	c, err := inference.FindORTLibrary("")
+	if err != nil || c.From != "make ort folder" {
+		t.Errorf("make folder: %+v %v (run `make ort`)", c, err)
+	}
+}
+
+func loadDemo(t testing.TB, o *inference.ORT) (*models.Manifest, inference.Session) {
+	t.Helper()
+	m, onnx, err := demo.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := o.Load(m, onnx, inference.SessionOptions{IntraOpThreads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return m, s
+}
+
+func TestLoadRefusesMismatchedManifest(t *testing.T) {
+	o := openORT(t)
+	m, onnx, err := demo.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		edit func(m *models.Manifest)
+		want string
+	}{
+		{func(m *models.Manifest) { m.Inputs[0].Name = "pixels" }, `input 0 is named "image" in the model, "pixels" in the manifest`},
+		{func(m *models.Manifest) { m.Inputs[0].Shape = []int64{-1, 3, 64, 64} }, `input "image" has shape`},
+		{func(m *models.Manifest) { m.Outputs[0].Shape = []int64{-1, 5} }, `output "logits" has shape`},
+	} {
+		bad := *m
+		bad.Inputs = append([]models.Tensor(nil), m.Inputs...)
+		bad.Outputs = append([]models.Tensor(nil), m.Outputs...)
+		tc.edit(&bad)
+		if s, err := o.Load(&bad, onnx, inference.SessionOptions{}); err == nil || !strings.Contains(err.Error(), tc.want) {
+			if s != nil {
+				s.Close()
+			}
+			t.Errorf("got %v, want an error containing %q", err, tc.want)
+		}
+	}
+	if _, err := o.Load(m, []byte("garbage"), inference.SessionOptions{}); err == nil || !strings.Contains(err.Error(), "cannot read it") {
+		t.Errorf("garbage model: %v", err)
+	}
+}
+
+// The bundled model, through the real runtime and edged's own pre- and post-processing,
+// on a held-out set rendered from a seed it was not trained or validated on.
+func TestDemoModelAccuracy(t *testing.T) {
+	o := openORT(t)
+	m, sess := loadDemo(t, o)
+	pre, err := inference.NewPreprocessor(m.Preprocess)
+	if err != nil {
+		t.Fatal(err)
+	}
+	post, err := inference.NewPostprocessor(m.Postprocess, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const batch = 16
+	b, err := sess.NewBatch(batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	cfg := sim.DefaultConfig()
+	cfg.Seed = 20261127 // never used for training or validation
+	cfg.DefectRate = 0.5
+	g, err := sim.NewGenerator(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, h := g.Size()
+	n := 2000
+	if testing.Short() {
+		n = 400
+	}
+	var tp, fp, fn, tn, labelOK int
+	truth := make([]string, batch)
+	pix := make([]byte, w*h)
+	var v inference.Verdict
+	for done := 0; done < n; done += batch {
+		for i := range batch {
+			truth[i] = g.Next(pix)
+			in, _ := b.Frame(i)
+			if err := pre.Fill(in, &drivers.Image{Format: drivers.FormatGray8, Width: w, Height: h, Data: pix}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := sess.Run(context.Background(), b); err != nil {
+			t.Fatal(err)
+		}
+		for i := range batch {
+			_, out := b.Frame(i)
+			if err := post.Apply(out, &v); err != nil {
+				t.Fatal(err)
+			}
+			isNG, saysNG := truth[i] != sim.LabelOK, v.Verdict == inference.VerdictNG
+			switch {
+			case isNG && saysNG:
+				tp++
+			case !isNG && saysNG:
+				fp++
+			case isNG && !saysNG:
+				fn++
+			default:
+				tn++
+			}
+			if v.Label == truth[i] {
+				labelOK++
+			}
+		}
+	}
+	total := tp + fp + fn + tn
+	acc := float64(tp+tn) / float64(total)
+	prec := float64(tp) / float64(tp+fp)
+	rec := float64(tp) / float64(tp+fn)
+	t.Logf("held-out %d images (50%% defects, seed %d): verdict accuracy %.4f, NG precision %.4f, NG recall %.4f, label accuracy %.4f",
+		total, cfg.Seed, acc, prec, rec, float64(labelOK)/float64(total))
+	if acc < 0.97 {
+		t.Errorf("verdict accuracy %.4f below 0.97", acc)
+	}
+}
+
+func TestBatchBounds(t *testing.T) {
+	o := openORT(t)
+	_, sess := loadDemo(t, o)
+	if _, err := sess.NewBatch(0); err == nil {
+		t.Error("batch of 0 accepted")
+	}
+	b, err := sess.NewBatch(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	if err := sess.Run(context.Background(), b); err == nil {
+		t.Error("run on a closed batch: no error")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	b2, _ := sess.NewBatch(1)
+	defer b2.Close()
+	if err := sess.Run(ctx, b2); err == nil {
+		t.Error("run with a cancelled context: no error")
+	}
+}
+
+func BenchmarkSessionRun(b *testing.B) {
+	o := openORT(b)
+	_, sess := loadDemo(b, o)
+	bt, err := sess.NewBatch(1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer bt.Close()
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := sess.Run(context.Background(), bt); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "frames/s")
+}

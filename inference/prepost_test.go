@@ -1,0 +1,153 @@
+package inference
+
+import (
+	"bytes"
+	"image"
+	"image/png"
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/edgedrun/edged/drivers"
+	"github.com/edgedrun/edged/models"
+)
+
+func grayPre(t *testing.T, w, h int) *Preprocessor {
+	t.Helper()
+	pp, err := NewPreprocessor(models.Preprocess{Width: w, Height: h, Layout: "NCHW", Color: "gray", Mean: []float32{0.5}, Std: []float32{0.25}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pp
+}
+
+// The resize must match adaptive average pooling bin for bin: the demo model was trained
+// on images pooled that way.
+func TestAreaResizeMatchesAdaptivePooling(t *testing.T) {
+	for _, tc := range []struct{ inW, inH, outW, outH int }{
+		{128, 128, 64, 64}, {100, 70, 64, 64}, {64, 64, 64, 64}, {50, 30, 64, 64},
+	} {
+		pp := grayPre(t, tc.outW, tc.outH)
+		src := make([]byte, tc.inW*tc.inH)
+		for i := range src {
+			src[i] = byte((i*7 + i/tc.inW*13) % 256)
+		}
+		dst := make([]float32, pp.InputLen())
+		if err := pp.Fill(dst, &drivers.Image{Format: drivers.FormatGray8, Width: tc.inW, Height: tc.inH, Data: src}); err != nil {
+			t.Fatal(err)
+		}
+		for oy := 0; oy < tc.outH; oy++ {
+			y0, y1 := oy*tc.inH/tc.outH, int(math.Ceil(float64((oy+1)*tc.inH)/float64(tc.outH)))
+			for ox := 0; ox < tc.outW; ox++ {
+				x0, x1 := ox*tc.inW/tc.outW, int(math.Ceil(float64((ox+1)*tc.inW)/float64(tc.outW)))
+				var sum float64
+				for y := y0; y < y1; y++ {
+					for x := x0; x < x1; x++ {
+						sum += float64(src[y*tc.inW+x])
+					}
+				}
+				want := (sum/float64((y1-y0)*(x1-x0))/255 - 0.5) / 0.25
+				if got := dst[oy*tc.outW+ox]; math.Abs(float64(got)-want) > 1e-4 {
+					t.Fatalf("%dx%d->%dx%d at (%d,%d): got %v want %v", tc.inW, tc.inH, tc.outW, tc.outH, ox, oy, got, want)
+				}
+			}
+		}
+	}
+}
+
+func TestPreprocessPNGEqualsRaw(t *testing.T) {
+	g := image.NewGray(image.Rect(0, 0, 96, 80))
+	for i := range g.Pix {
+		g.Pix[i] = byte(i % 251)
+	}
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, g); err != nil {
+		t.Fatal(err)
+	}
+	pp := grayPre(t, 64, 64)
+	raw, enc := make([]float32, pp.InputLen()), make([]float32, pp.InputLen())
+	if err := pp.Fill(raw, &drivers.Image{Format: drivers.FormatGray8, Width: 96, Height: 80, Data: g.Pix}); err != nil {
+		t.Fatal(err)
+	}
+	if err := pp.Fill(enc, &drivers.Image{Format: drivers.FormatPNG, Data: buf.Bytes()}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range raw {
+		if raw[i] != enc[i] {
+			t.Fatalf("value %d: raw %v png %v", i, raw[i], enc[i])
+		}
+	}
+}
+
+func TestPreprocessBadInput(t *testing.T) {
+	pp := grayPre(t, 64, 64)
+	dst := make([]float32, pp.InputLen())
+	for _, tc := range []struct {
+		img  *drivers.Image
+		want string
+	}{
+		{nil, "no image"},
+		{&drivers.Image{Format: drivers.FormatGray8, Width: 10, Height: 10, Data: make([]byte, 99)}, "has 99 bytes, want 100"},
+		{&drivers.Image{Format: drivers.FormatPNG, Data: []byte("not a png")}, "decode png image"},
+		{&drivers.Image{Format: "bmp", Data: []byte{1}}, `"bmp" is not one of`},
+	} {
+		err := pp.Fill(dst, tc.img)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Fill: got %v, want an error containing %q", err, tc.want)
+		}
+	}
+	if err := pp.Fill(make([]float32, 3), &drivers.Image{Format: drivers.FormatGray8, Width: 1, Height: 1, Data: []byte{0}}); err == nil {
+		t.Error("Fill into a wrong-sized tensor: no error")
+	}
+}
+
+func TestPostprocess(t *testing.T) {
+	post, err := NewPostprocessor(models.Postprocess{Kind: "softmax", Labels: []string{"ok", "crack", "dark_spot"}, OKLabels: []string{"ok"}, Threshold: 0.5}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v Verdict
+	if err := post.Apply([]float32{5, 0, 0}, &v); err != nil {
+		t.Fatal(err)
+	}
+	if v.Verdict != VerdictOK || v.Label != "ok" || v.Score < 0.98 {
+		t.Errorf("confident ok: got %+v", v)
+	}
+	// Two defect labels together outweigh ok although neither alone does.
+	if err := post.Apply([]float32{1, 0.8, 0.8}, &v); err != nil {
+		t.Fatal(err)
+	}
+	if v.Verdict != VerdictNG || v.Label != "crack" {
+		t.Errorf("split defect mass: got %+v", v)
+	}
+	var sum float32
+	for _, s := range v.Scores {
+		sum += s
+	}
+	if math.Abs(float64(sum-1)) > 1e-5 {
+		t.Errorf("scores sum to %v", sum)
+	}
+	if err := post.Apply([]float32{1, 2}, &v); err == nil {
+		t.Error("wrong logit count: no error")
+	}
+	if err := post.Apply([]float32{float32(math.NaN()), 0, 0}, &v); err == nil {
+		t.Error("NaN logits: no error")
+	}
+	strict, _ := NewPostprocessor(models.Postprocess{Kind: "softmax", Labels: []string{"ok", "crack"}, OKLabels: []string{"ok"}, Threshold: 0.5}, 0.9)
+	if err := strict.Apply([]float32{0, 1}, &v); err != nil || v.Verdict != VerdictOK {
+		t.Errorf("threshold override 0.9 with p(crack)=0.73: got %+v %v", v, err)
+	}
+}
+
+func BenchmarkPreprocessGray128(b *testing.B) {
+	pp, _ := NewPreprocessor(models.Preprocess{Width: 64, Height: 64, Layout: "NCHW", Color: "gray", Mean: []float32{0.5}, Std: []float32{0.25}})
+	img := &drivers.Image{Format: drivers.FormatGray8, Width: 128, Height: 128, Data: make([]byte, 128*128)}
+	dst := make([]float32, pp.InputLen())
+	b.ReportAllocs()
+	b.SetBytes(int64(len(img.Data)))
+	for b.Loop() {
+		if err := pp.Fill(dst, img); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
