@@ -30,7 +30,7 @@ func newMetrics(reg prometheus.Registerer, p *Pipeline) (*metrics, error) {
 	m := &metrics{
 		inferSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "edged_inference_seconds",
-			Help:    "Time to preprocess, infer and postprocess one batch.",
+			Help:    "Time to run the model on one batch and postprocess its outputs.",
 			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 14),
 		}),
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{

@@ -301,17 +301,88 @@ func (e *emitter) Health(up bool, err error) {
 
 // worker takes frames from one source's ring until it is closed and empty, or until
 // ctx ends (then what is left is counted as dropped for shutdown).
+//
+// A worker is two goroutines joined by two slots: while the model runs on one frame,
+// the next frame is already being preprocessed into the other slot, so on a box with a
+// core to spare the model never waits for image work.
 func (p *Pipeline) worker(ctx context.Context, s *source) {
-	st := &workerState{}
-	defer st.close()
+	slots := make(chan *slot, 2)
+	for range 2 {
+		sl, err := newSlot(s.inspections)
+		if err != nil {
+			s.log.Error("worker cannot start: every frame of this source will be counted as an error", "err", err)
+			p.drainAs(ctx, s, &s.errs)
+			close(slots)
+			for sl := range slots {
+				sl.close()
+			}
+			return
+		}
+		slots <- sl
+	}
+	ready := make(chan *slot, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for sl := range ready {
+			p.finish(ctx, s, sl)
+			slots <- sl
+		}
+	}()
+	p.prepare(ctx, s, slots, ready)
+	close(ready)
+	<-done
+	for range 2 {
+		(<-slots).close()
+	}
+}
+
+// prepare pops frames, drops stale ones, and preprocesses the rest into free slots.
+func (p *Pipeline) prepare(ctx context.Context, s *source, slots chan *slot, ready chan<- *slot) {
+	for {
+		r, more := s.ring.Pop()
+		if r == nil {
+			if !more {
+				return
+			}
+			select {
+			case <-s.ring.Ready():
+				continue
+			case <-ctx.Done():
+				p.drainAs(ctx, s, &s.droppedShutdown)
+				return
+			}
+		}
+		if ctx.Err() != nil {
+			s.droppedShutdown.Add(1)
+			continue
+		}
+		start := p.now()
+		if !r.Deadline.IsZero() && start.After(r.Deadline) {
+			s.droppedStale.Add(1)
+			s.log.Debug("frame dropped: past its deadline", "trace_id", r.TraceID, "seq", r.Seq, "late", start.Sub(r.Deadline))
+			continue
+		}
+		sl := <-slots
+		sl.r, sl.start = r, start
+		if err := sl.fill(r); err != nil {
+			s.errs.Add(1)
+			s.log.Error("preprocessing failed", "trace_id", r.TraceID, "seq", r.Seq, "err", err)
+			sl.r = nil
+			slots <- sl
+			continue
+		}
+		ready <- sl
+	}
+}
+
+// drainAs empties the ring after ctx ended or the worker failed, counting each frame
+// under the given outcome.
+func (p *Pipeline) drainAs(ctx context.Context, s *source, counter *atomic.Uint64) {
 	for {
 		r, more := s.ring.Pop()
 		if r != nil {
-			if ctx.Err() != nil {
-				s.droppedShutdown.Add(1)
-				continue
-			}
-			p.process(ctx, s, st, r)
+			counter.Add(1)
 			continue
 		}
 		if !more {
@@ -320,65 +391,66 @@ func (p *Pipeline) worker(ctx context.Context, s *source) {
 		select {
 		case <-s.ring.Ready():
 		case <-ctx.Done():
-			// Count whatever is still queued, then stop.
-			for {
-				r, _ := s.ring.Pop()
-				if r == nil {
-					return
-				}
-				s.droppedShutdown.Add(1)
-			}
+			// Past the drain deadline whatever is left counts as lost to shutdown.
+			counter = &s.droppedShutdown
 		}
 	}
 }
 
-// workerState is what one worker reuses from frame to frame.
-type workerState struct {
-	batches map[*inspection]*inference.Batch
-	pre     map[*inspection]*inference.Preprocessor
+// slot holds one frame's preprocessed inputs, for every inspection of its source.
+type slot struct {
+	r       *drivers.Reading
+	start   time.Time
+	ins     []*inspection
+	pre     []*inference.Preprocessor
+	batches []*inference.Batch
 	verdict inference.Verdict
 }
 
-func (st *workerState) close() {
-	for _, b := range st.batches {
+func newSlot(ins []*inspection) (*slot, error) {
+	sl := &slot{ins: ins}
+	for _, in := range ins {
+		pre, err := inference.NewPreprocessor(in.model.Manifest.Preprocess)
+		if err != nil {
+			sl.close()
+			return nil, fmt.Errorf("inspection %q: %w", in.name, err)
+		}
+		b, err := in.model.Session.NewBatch(1)
+		if err != nil {
+			sl.close()
+			return nil, fmt.Errorf("inspection %q: %w", in.name, err)
+		}
+		sl.pre, sl.batches = append(sl.pre, pre), append(sl.batches, b)
+		if b.InputLen != pre.InputLen() {
+			sl.close()
+			return nil, fmt.Errorf("inspection %q: model input holds %d values per frame, preprocessing makes %d", in.name, b.InputLen, pre.InputLen())
+		}
+	}
+	return sl, nil
+}
+
+func (sl *slot) fill(r *drivers.Reading) error {
+	for i, b := range sl.batches {
+		if err := sl.pre[i].Fill(b.Input[:b.InputLen], r.Image); err != nil {
+			return fmt.Errorf("inspection %q: %w", sl.ins[i].name, err)
+		}
+	}
+	return nil
+}
+
+func (sl *slot) close() {
+	for _, b := range sl.batches {
 		b.Close()
 	}
 }
 
-func (st *workerState) prepare(in *inspection) (*inference.Batch, *inference.Preprocessor, error) {
-	if b, ok := st.batches[in]; ok {
-		return b, st.pre[in], nil
-	}
-	pre, err := inference.NewPreprocessor(in.model.Manifest.Preprocess)
-	if err != nil {
-		return nil, nil, err
-	}
-	b, err := in.model.Session.NewBatch(1)
-	if err != nil {
-		return nil, nil, err
-	}
-	if b.InputLen != pre.InputLen() {
-		b.Close()
-		return nil, nil, fmt.Errorf("model input holds %d values per frame, preprocessing makes %d", b.InputLen, pre.InputLen())
-	}
-	if st.batches == nil {
-		st.batches = map[*inspection]*inference.Batch{}
-		st.pre = map[*inspection]*inference.Preprocessor{}
-	}
-	st.batches[in], st.pre[in] = b, pre
-	return b, pre, nil
-}
-
-func (p *Pipeline) process(ctx context.Context, s *source, st *workerState, r *drivers.Reading) {
-	start := p.now()
-	if !r.Deadline.IsZero() && start.After(r.Deadline) {
-		s.droppedStale.Add(1)
-		s.log.Debug("frame dropped: past its deadline", "trace_id", r.TraceID, "seq", r.Seq, "late", start.Sub(r.Deadline))
-		return
-	}
-	queue := start.Sub(r.CapturedAt)
-	for _, in := range s.inspections {
-		res, err := p.infer(ctx, st, in, r, queue)
+// finish runs the models on a prepared slot and hands the results to the sink.
+func (p *Pipeline) finish(ctx context.Context, s *source, sl *slot) {
+	r := sl.r
+	defer func() { sl.r = nil }()
+	queue := sl.start.Sub(r.CapturedAt)
+	for i, in := range sl.ins {
+		res, err := p.infer(ctx, sl, i, r, queue)
 		if err != nil {
 			s.errs.Add(1)
 			s.log.Error("inference failed", "trace_id", r.TraceID, "seq", r.Seq, "inspection", in.name, "err", err)
@@ -394,19 +466,13 @@ func (p *Pipeline) process(ctx context.Context, s *source, st *workerState, r *d
 	s.published.Add(1)
 }
 
-func (p *Pipeline) infer(ctx context.Context, st *workerState, in *inspection, r *drivers.Reading, queue time.Duration) (*publish.Result, error) {
-	b, pre, err := st.prepare(in)
-	if err != nil {
-		return nil, err
-	}
+func (p *Pipeline) infer(ctx context.Context, sl *slot, i int, r *drivers.Reading, queue time.Duration) (*publish.Result, error) {
+	in, b := sl.ins[i], sl.batches[i]
 	t0 := p.now()
-	if err := pre.Fill(b.Input[:b.InputLen], r.Image); err != nil {
-		return nil, err
-	}
 	if err := in.model.Session.Run(ctx, b); err != nil {
 		return nil, err
 	}
-	v := &st.verdict
+	v := &sl.verdict
 	if err := in.post.Apply(b.Output[:b.OutputLen], v); err != nil {
 		return nil, err
 	}

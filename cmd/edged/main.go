@@ -38,6 +38,8 @@ func run(args []string) int {
 		err = cmdValidate(args[1:])
 	case "sim":
 		err = cmdSim(args[1:])
+	case "bench":
+		err = cmdBench(args[1:])
 	case "version":
 		fmt.Println("edged", version())
 		return 0

@@ -1,0 +1,166 @@
+package publish
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Defaults for the zero values of Config.
+const (
+	DefaultQoS                  = 1
+	DefaultKeepAlive            = 30 * time.Second
+	DefaultConnectTimeout       = 10 * time.Second
+	DefaultWriteTimeout         = 10 * time.Second
+	DefaultMaxReconnectInterval = 30 * time.Second
+	DefaultMaxInflight          = 256
+	DefaultQueueSize            = 1024
+	DefaultDrainTimeout         = 5 * time.Second
+)
+
+// maxInflightLimit keeps the window well inside MQTT's 16-bit packet id space, which the
+// status and event messages share with results.
+const maxInflightLimit = 16384
+
+// Config configures a Publisher. Zero values take the defaults above. Validation errors
+// name fields by their YAML keys under mqtt.
+type Config struct {
+	// Broker is the broker URL: tcp://host:1883, ssl://host:8883 (also tls://, mqtts://),
+	// ws://host:port/path or wss://. For `mqtt.broker: embedded` the caller passes
+	// "tcp://" + Broker.Addr() of the embedded broker.
+	Broker string `yaml:"broker"`
+	// ClientID names the persistent session on the broker, so it must stay the same
+	// across restarts; default "edged-{site}-{line}-{node}".
+	ClientID string      `yaml:"client_id"`
+	Username string      `yaml:"username"`
+	Password string      `yaml:"password"`
+	TLS      *tls.Config `yaml:"-"`
+	// QoS for results and events: 0, 1 or 2; nil means DefaultQoS. The status topic is
+	// always published at QoS 1 or higher, since a lost `offline` would leave a dead box
+	// looking alive.
+	QoS *byte `yaml:"qos"`
+	// Site, Line and Node are the topic levels after edged/v1/.
+	Site string `yaml:"site"`
+	Line string `yaml:"line"`
+	Node string `yaml:"node"`
+	// KeepAlive is the MQTT keep-alive: how soon a dead connection is noticed.
+	KeepAlive      time.Duration `yaml:"keep_alive"`
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	// WriteTimeout bounds one write to the connection; a broker that stops reading
+	// fails the write instead of stalling delivery forever.
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+	// MaxReconnectInterval caps the backoff between connection attempts.
+	MaxReconnectInterval time.Duration `yaml:"max_reconnect_interval"`
+	// MaxInflight is how many messages may await the broker's acknowledgement at once.
+	MaxInflight int `yaml:"max_inflight"`
+	// QueueSize is how many results Publish buffers before it blocks its caller.
+	QueueSize int `yaml:"queue_size"`
+	// DrainTimeout bounds how long Run keeps delivering queued results after its
+	// context ends; what is left then is reported undelivered through OnResult.
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// OnResult, when set, is called once for every result Publish accepted: with a nil
+	// error when the broker acknowledged it (at QoS 0: when it was written), or with
+	// ErrNotDelivered when Run gave up on it at shutdown. It runs on Run's goroutine and
+	// must not block; it is how a caller spools what was not delivered.
+	OnResult func(r *Result, err error) `yaml:"-"`
+}
+
+// brokerSchemes are the URL schemes paho can dial.
+var brokerSchemes = []string{"tcp", "mqtt", "ssl", "tls", "mqtts", "ws", "wss"}
+
+// Validate checks c without changing it.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	if c.Broker == "" {
+		bad("mqtt.broker: missing; set a URL such as tcp://127.0.0.1:1883, or embedded")
+	} else if u, err := url.Parse(c.Broker); err != nil {
+		bad("mqtt.broker: %q is not a URL: %w", c.Broker, err)
+	} else if !slices.Contains(brokerSchemes, u.Scheme) {
+		bad("mqtt.broker: %q has scheme %q; use one of %s", redact(c.Broker), u.Scheme, strings.Join(brokerSchemes, ", "))
+	} else if u.Host == "" {
+		bad("mqtt.broker: %q has no host", redact(c.Broker))
+	}
+	if c.QoS != nil && *c.QoS > 2 {
+		bad("mqtt.qos: %d is not one of 0, 1, 2", *c.QoS)
+	}
+	for _, f := range []struct{ key, v string }{{"mqtt.site", c.Site}, {"mqtt.line", c.Line}, {"mqtt.node", c.Node}} {
+		if err := checkTopicLevel(f.v); err != nil {
+			bad("%s: %q %w", f.key, f.v, err)
+		}
+	}
+	for _, f := range []struct {
+		key string
+		v   time.Duration
+	}{
+		{"mqtt.connect_timeout", c.ConnectTimeout},
+		{"mqtt.write_timeout", c.WriteTimeout},
+		{"mqtt.max_reconnect_interval", c.MaxReconnectInterval},
+		{"mqtt.drain_timeout", c.DrainTimeout},
+	} {
+		if f.v < 0 {
+			bad("%s: %s is negative", f.key, f.v)
+		}
+	}
+	if c.KeepAlive < 0 || (c.KeepAlive > 0 && c.KeepAlive < time.Second) {
+		bad("mqtt.keep_alive: %s is below 1s; MQTT counts keep-alive in whole seconds", c.KeepAlive)
+	}
+	if c.MaxInflight < 0 || c.MaxInflight > maxInflightLimit {
+		bad("mqtt.max_inflight: %d is out of range 1..%d", c.MaxInflight, maxInflightLimit)
+	}
+	if c.QueueSize < 0 {
+		bad("mqtt.queue_size: %d is negative", c.QueueSize)
+	}
+	return errors.Join(errs...)
+}
+
+// withDefaults returns a copy of c with zero values replaced by the defaults.
+func (c Config) withDefaults() Config {
+	if c.ClientID == "" {
+		c.ClientID = "edged-" + c.Site + "-" + c.Line + "-" + c.Node
+	}
+	if c.QoS == nil {
+		c.QoS = new(byte(DefaultQoS))
+	}
+	setDefault(&c.KeepAlive, DefaultKeepAlive)
+	setDefault(&c.ConnectTimeout, DefaultConnectTimeout)
+	setDefault(&c.WriteTimeout, DefaultWriteTimeout)
+	setDefault(&c.MaxReconnectInterval, DefaultMaxReconnectInterval)
+	setDefault(&c.MaxInflight, DefaultMaxInflight)
+	setDefault(&c.QueueSize, DefaultQueueSize)
+	setDefault(&c.DrainTimeout, DefaultDrainTimeout)
+	return c
+}
+
+func setDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}
+
+// checkTopicLevel rejects what would change the topic's shape: an empty level, a level
+// separator, or a wildcard (a subscriber's filter would match more than meant).
+func checkTopicLevel(s string) error {
+	switch {
+	case s == "":
+		return errors.New("is empty")
+	case strings.ContainsAny(s, "/+#\x00"):
+		return errors.New("must not contain '/', '+', '#' or NUL: it is an MQTT topic level")
+	}
+	return nil
+}
+
+// redact hides a password in a broker URL so that it never reaches a log or an error.
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		return raw
+	}
+	return u.Redacted()
+}

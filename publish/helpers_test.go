@@ -1,0 +1,346 @@
+package publish
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"go.uber.org/goleak"
+
+	"github.com/edgedrun/edged/internal/testmqtt"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// waitTimeout bounds every wait in these tests; generous for -race on a loaded machine.
+const waitTimeout = 20 * time.Second
+
+// brokerKinds are the real brokers every delivery test runs against.
+var brokerKinds = []struct {
+	name  string
+	start func(t testing.TB) string
+}{
+	{"embedded", func(t testing.TB) string { return "tcp://" + startBroker(t, "127.0.0.1:0").Addr() }},
+	{"mosquitto", testmqtt.Start},
+}
+
+// startBroker runs the embedded broker until the test ends.
+func startBroker(t testing.TB, listen string) *Broker {
+	t.Helper()
+	b := NewBroker(listen, testLog(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- b.Run(ctx) }()
+	select {
+	case <-b.Ready():
+	case err := <-errc:
+		cancel()
+		t.Fatalf("embedded broker: %v", err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := <-errc; err != nil {
+			t.Errorf("embedded broker Run: %v", err)
+		}
+	})
+	return b
+}
+
+// logBuffer is a slog destination the test can search; it is printed if the test fails.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// capture returns a debug-level logger into a buffer, shown when the test fails. Tests
+// do not log through t directly: client goroutines may log after the test returned.
+func capture(t testing.TB) (*slog.Logger, *logBuffer) {
+	buf := new(logBuffer)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("log:\n%s", buf.String())
+		}
+	})
+	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})), buf
+}
+
+func testLog(t testing.TB) *slog.Logger {
+	l, _ := capture(t)
+	return l
+}
+
+var clientSeq atomic.Int64
+
+func uniqueID(prefix string) string {
+	return fmt.Sprintf("%s-%d", prefix, clientSeq.Add(1))
+}
+
+func testConfig(broker string) Config {
+	return Config{
+		Broker:               broker,
+		ClientID:             uniqueID("edged-test"),
+		Site:                 "s1",
+		Line:                 "l1",
+		Node:                 "n1",
+		ConnectTimeout:       2 * time.Second,
+		MaxReconnectInterval: 200 * time.Millisecond,
+		DrainTimeout:         5 * time.Second,
+	}
+}
+
+// running is a publisher whose Run goroutine the test owns.
+type running struct {
+	*Publisher
+	reg    *prometheus.Registry
+	log    *logBuffer
+	cancel context.CancelFunc
+	errc   chan error
+	once   sync.Once
+	err    error
+}
+
+func startPublisher(t testing.TB, cfg Config) *running {
+	t.Helper()
+	log, buf := capture(t)
+	reg := prometheus.NewRegistry()
+	p, err := NewPublisher(cfg, reg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{Publisher: p, reg: reg, log: buf, cancel: cancel, errc: make(chan error, 1)}
+	go func() { r.errc <- p.Run(ctx) }()
+	t.Cleanup(func() {
+		if err := r.stop(); err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return r
+}
+
+// stop ends Run and returns its result; safe to call more than once.
+func (r *running) stop() error {
+	r.once.Do(func() {
+		r.cancel()
+		select {
+		case r.err = <-r.errc:
+		case <-time.After(waitTimeout):
+			r.err = fmt.Errorf("Run did not return within %s of cancel", waitTimeout)
+		}
+	})
+	return r.err
+}
+
+func (r *running) waitConnected(t testing.TB) {
+	t.Helper()
+	waitFor(t, "publisher connected", r.Connected)
+}
+
+// metric reads one sample from the publisher's registry.
+func (r *running) metric(t testing.TB, name string, labels ...string) float64 {
+	t.Helper()
+	return gather(t, r.reg, name, labels...)
+}
+
+func gather(t testing.TB, reg prometheus.Gatherer, name string, labels ...string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range mf.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				if !hasLabel(m, labels[i], labels[i+1]) {
+					continue metrics
+				}
+			}
+			switch {
+			case m.Counter != nil:
+				return m.Counter.GetValue()
+			case m.Gauge != nil:
+				return m.Gauge.GetValue()
+			}
+		}
+	}
+	t.Fatalf("metric %s%v not found", name, labels)
+	return 0
+}
+
+func hasLabel(m *dto.Metric, name, value string) bool {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name && l.GetValue() == value {
+			return true
+		}
+	}
+	return false
+}
+
+// waitFor polls cond until it holds or waitTimeout passes.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", waitTimeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// subscriber is an independent paho client that records what the broker delivers.
+type subscriber struct {
+	client mqtt.Client
+	msgs   chan mqtt.Message
+}
+
+func subscribe(t testing.TB, broker, filter string) *subscriber {
+	t.Helper()
+	s := &subscriber{msgs: make(chan mqtt.Message, 1<<16)}
+	opts := mqtt.NewClientOptions().
+		AddBroker(broker).
+		SetClientID(uniqueID("sub")).
+		SetProtocolVersion(4).
+		SetAutoReconnect(false).
+		SetOrderMatters(true)
+	s.client = mqtt.NewClient(opts)
+	if tok := s.client.Connect(); !tok.WaitTimeout(waitTimeout) || tok.Error() != nil {
+		t.Fatalf("subscriber connect to %s: %v", broker, tok.Error())
+	}
+	t.Cleanup(func() { s.client.Disconnect(100) })
+	tok := s.client.Subscribe(filter, 1, func(_ mqtt.Client, m mqtt.Message) { s.msgs <- m })
+	if !tok.WaitTimeout(waitTimeout) || tok.Error() != nil {
+		t.Fatalf("subscribe %s: %v", filter, tok.Error())
+	}
+	return s
+}
+
+func (s *subscriber) next(t testing.TB, what string) mqtt.Message {
+	t.Helper()
+	select {
+	case m := <-s.msgs:
+		return m
+	case <-time.After(waitTimeout):
+		t.Fatalf("timed out after %s waiting for %s", waitTimeout, what)
+		return nil
+	}
+}
+
+// nextStatus skips everything but the status topic.
+func (s *subscriber) nextStatus(t testing.TB, topic string) mqtt.Message {
+	t.Helper()
+	for {
+		if m := s.next(t, "a status message on "+topic); m.Topic() == topic {
+			return m
+		}
+	}
+}
+
+// proxy forwards TCP connections to a broker and can cut them all at once, which is
+// what a pulled cable or a crashed box looks like to the broker: no DISCONNECT, just a
+// dead socket.
+type proxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	wg     sync.WaitGroup
+}
+
+func startProxy(t testing.TB, brokerURL string) *proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln, target: strings.TrimPrefix(brokerURL, "tcp://"), conns: map[net.Conn]struct{}{}}
+	p.wg.Add(1)
+	go p.accept()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		p.sever()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *proxy) url() string { return "tcp://" + p.ln.Addr().String() }
+
+func (p *proxy) accept() {
+	defer p.wg.Done()
+	for {
+		in, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		out, err := net.Dial("tcp", p.target)
+		if err != nil {
+			_ = in.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns[in], p.conns[out] = struct{}{}, struct{}{}
+		p.mu.Unlock()
+		p.wg.Add(2)
+		go p.pipe(out, in)
+		go p.pipe(in, out)
+	}
+}
+
+func (p *proxy) pipe(dst, src net.Conn) {
+	defer p.wg.Done()
+	_, _ = io.Copy(dst, src)
+	_ = dst.Close()
+	_ = src.Close()
+}
+
+// sever closes every forwarded connection on both sides.
+func (p *proxy) sever() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		_ = c.Close()
+		delete(p.conns, c)
+	}
+}
+
+// freeAddr returns a loopback address nothing listens on (for the moment).
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	if err := ln.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return addr
+}
