@@ -54,7 +54,7 @@ type Config struct {
 	Models    Models   `yaml:"models"`
 	Pipeline  Pipeline `yaml:"pipeline"`
 	// ShutdownTimeout bounds a graceful stop: drivers stop, rings drain, the publisher
-	// flushes or spools.
+	// flushes what it holds.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
 	// Sources are decoded from the file's `sources` list one at a time (see
 	// decodeSource), because the keys of each depend on its type.
@@ -129,17 +129,12 @@ type MQTT struct {
 type Models struct {
 	// Dir is the repository root: <dir>/<name>/<version>/{model.onnx,manifest.json}.
 	Dir string `yaml:"dir"`
-	// Keep is how many versions of each model the repository keeps.
-	Keep int `yaml:"keep"`
-	// TrustedKeys are the base64 ed25519 public keys that may sign model manifests.
-	TrustedKeys []string `yaml:"trusted_keys"`
 }
 
 // Pipeline holds the pipeline sizes; zero values come from the hardware profile.
 type Pipeline struct {
 	RingSize int `yaml:"ring_size"`
 	Workers  int `yaml:"workers"`
-	MaxBatch int `yaml:"max_batch"`
 }
 
 // Source is one line device.
@@ -173,10 +168,7 @@ type Inspection struct {
 }
 
 // Default values that no profile sets; the demo config spells each out.
-const (
-	defaultVerdictBudget = 500 * time.Millisecond
-	defaultModelsKeep    = 3
-)
+const defaultVerdictBudget = 500 * time.Millisecond
 
 // defaults returns a config holding every default. Keys left out of a file keep these.
 func defaults() Config {
@@ -193,7 +185,7 @@ func defaults() Config {
 			KeepAlive:      Duration(30 * time.Second),
 			ConnectTimeout: Duration(10 * time.Second),
 		},
-		Models:          Models{Dir: "var/models", Keep: defaultModelsKeep},
+		Models:          Models{Dir: "var/models"},
 		ShutdownTimeout: Duration(10 * time.Second),
 	}
 }
@@ -410,7 +402,6 @@ func (c *Config) ApplyProfile(p *hwprofiles.Profile) {
 	}
 	fill(&c.Pipeline.RingSize, p.Pipeline.RingSize)
 	fill(&c.Pipeline.Workers, p.Pipeline.Workers)
-	fill(&c.Pipeline.MaxBatch, p.Pipeline.MaxBatch)
 }
 
 // prefixed puts p before each error that err joins, keeping them joined, so that every

@@ -150,7 +150,7 @@ func TestDemoShowsDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	// YAML's [] is an empty list where the code's default is nil; both mean none.
-	demo.Runtime.ExecutionProviders, demo.Models.TrustedKeys = nil, nil
+	demo.Runtime.ExecutionProviders = nil
 	if !reflect.DeepEqual(demo, minimal) {
 		t.Errorf("demo.yaml and the defaults differ:\ndemo    %+v\ndefault %+v", demo, minimal)
 	}
@@ -218,7 +218,7 @@ func TestApplyProfile(t *testing.T) {
 	if !slices.Equal(rt.ExecutionProviders, []string{"TensorRT", "CUDA", "CPU"}) {
 		t.Errorf("execution providers %v", rt.ExecutionProviders)
 	}
-	if pl != (Pipeline{RingSize: 64, Workers: 2, MaxBatch: 8}) {
+	if pl != (Pipeline{RingSize: 64, Workers: 2}) {
 		t.Errorf("pipeline %+v", pl)
 	}
 	if err := cfg.Validate(); err != nil {

@@ -1,8 +1,6 @@
 package config
 
 import (
-	"crypto/ed25519"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"math"
@@ -29,7 +27,6 @@ const (
 	maxConnectTimeout  = 5 * time.Minute
 	// MQTT carries the keep-alive as a 16-bit count of seconds.
 	maxKeepAlive     = 65535 * time.Second
-	maxModelsKeep    = 100
 	minAdminTokenLen = 16
 )
 
@@ -77,6 +74,10 @@ func (c *Config) Validate() error {
 	v.broker("mqtt.broker", c.MQTT.Broker)
 	if c.MQTT.Broker == BrokerEmbedded {
 		v.listen("mqtt.embedded_listen", c.MQTT.EmbeddedListen)
+		// MQTT clients, edged's own publisher among them, must know where to connect.
+		if _, port, err := net.SplitHostPort(c.MQTT.EmbeddedListen); err == nil && port == "0" {
+			v.fail("mqtt.embedded_listen: %q: port 0 is not allowed; name the port MQTT clients connect to", c.MQTT.EmbeddedListen)
+		}
 	}
 	if c.MQTT.ClientID == "" {
 		v.fail("mqtt.client_id: empty")
@@ -94,19 +95,9 @@ func (c *Config) Validate() error {
 	if c.Models.Dir == "" {
 		v.fail("models.dir: empty")
 	}
-	v.intRange("models.keep", c.Models.Keep, 1, maxModelsKeep)
-	for i, k := range c.Models.TrustedKeys {
-		if b, err := base64.StdEncoding.DecodeString(k); err != nil || len(b) != ed25519.PublicKeySize {
-			v.fail("models.trusted_keys[%d]: %q is not a base64 ed25519 public key (%d bytes)", i, k, ed25519.PublicKeySize)
-		}
-	}
 
 	v.intRange("pipeline.ring_size", c.Pipeline.RingSize, 0, maxRingSize)
 	v.intRange("pipeline.workers", c.Pipeline.Workers, 0, maxWorkers)
-	v.intRange("pipeline.max_batch", c.Pipeline.MaxBatch, 0, maxRingSize)
-	if r, b := c.Pipeline.RingSize, c.Pipeline.MaxBatch; r > 0 && b > r {
-		v.fail("pipeline.max_batch: %d is above pipeline.ring_size (%d)", b, r)
-	}
 	v.durRange("shutdown_timeout", c.ShutdownTimeout, 0, maxShutdownTimeout, false)
 
 	v.sources(c.Sources)

@@ -24,7 +24,8 @@ type Manifest struct {
 	// Description is free text for people (how the model was made, on what data).
 	Description string `json:"description,omitempty"`
 	// Signature is the base64 ed25519 signature over the canonical manifest (the
-	// manifest with Signature and KeyID empty), by a key listed in models.trusted_keys.
+	// manifest with Signature and KeyID empty). It is kept with the model but not checked
+	// yet: models reach the repository only from the bundled demo or the box's own disk.
 	Signature string `json:"signature,omitempty"`
 	KeyID     string `json:"key_id,omitempty"`
 }
