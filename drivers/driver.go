@@ -10,6 +10,7 @@ package drivers
 
 import (
 	"context"
+	"log/slog"
 	"time"
 )
 
@@ -88,4 +89,6 @@ type Spec struct {
 	Name string
 	// Budget is the time from capture by which the verdict is due.
 	Budget time.Duration
+	// Log is the logger for the driver's lines; nil means slog.Default().
+	Log *slog.Logger
 }

@@ -40,7 +40,6 @@ func cmdRun(args []string) error {
 		return err
 	}
 	log := newLogger(cfg.Log, os.Stderr)
-	slog.SetDefault(log)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	d, err := newDaemon(cfg, prof, reasons, log)
@@ -159,11 +158,13 @@ func newDaemon(cfg *config.Config, prof *hwprofiles.Profile, reasons []string, l
 		if err != nil {
 			return nil, fmt.Errorf("sources[%d] %q: %w", i, s.Name, err)
 		}
-		drv, err := f.New(s.Spec(), s.Driver)
+		spec := s.Spec()
+		spec.Log = log
+		drv, err := f.New(spec, s.Driver)
 		if err != nil {
 			return nil, fmt.Errorf("sources[%d] %q: %w", i, s.Name, err)
 		}
-		sources = append(sources, pipeline.Source{Spec: s.Spec(), Driver: drv})
+		sources = append(sources, pipeline.Source{Spec: spec, Driver: drv})
 	}
 	var inspections []pipeline.Inspection
 	for _, in := range cfg.Inspections {

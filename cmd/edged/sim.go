@@ -21,6 +21,8 @@ Writes N simulated EL images as PNG files with a labels.csv index into DIR. The 
 flags give the same files.
 `
 
+var flagNames = strings.NewReplacer("defect_rate:", "--defect-rate:", "width:", "--width:", "height:", "--height:")
+
 // cmdSim runs `edged sim SUBCOMMAND`.
 func cmdSim(args []string) error {
 	if len(args) == 0 {
@@ -69,7 +71,8 @@ func cmdSimDump(args []string, stdout, stderr io.Writer) error {
 		return bad("--out: the output directory is required")
 	}
 	if err := cfg.Validate(); err != nil {
-		return bad("%s", strings.ReplaceAll(err.Error(), "\n", "; "))
+		// Validate names the config file's keys; here the user typed flags.
+		return bad("%s", flagNames.Replace(strings.ReplaceAll(err.Error(), "\n", "; ")))
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -51,10 +51,11 @@ func DefaultConfig() *Config {
 // Validate names each bad field and its value.
 func (c *Config) Validate() error {
 	var errs []error
-	if c.RateHz <= 0 || c.RateHz > 10000 {
+	// Written as !(in range) so that NaN, which compares false, is refused too.
+	if !(c.RateHz > 0 && c.RateHz <= 10000) {
 		errs = append(errs, fmt.Errorf("rate_hz: %v is out of range (0,10000]", c.RateHz))
 	}
-	if c.DefectRate < 0 || c.DefectRate > 1 {
+	if !(c.DefectRate >= 0 && c.DefectRate <= 1) {
 		errs = append(errs, fmt.Errorf("defect_rate: %v is out of range 0..1", c.DefectRate))
 	}
 	if c.Width < 32 || c.Width > 4096 {

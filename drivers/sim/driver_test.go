@@ -1,0 +1,279 @@
+package sim
+
+import (
+	"bytes"
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/edgedrun/edged/drivers"
+)
+
+// fakeEmitter is the pipeline's side of a source: it hands every reading to the test
+// through a channel and answers with the pressure the test sets.
+type fakeEmitter struct {
+	readings chan *drivers.Reading
+	slow     atomic.Bool // answer with high occupancy
+	drop     atomic.Bool // answer that the reading was dropped
+
+	mu     sync.Mutex
+	health []bool
+}
+
+func newFakeEmitter() *fakeEmitter {
+	return &fakeEmitter{readings: make(chan *drivers.Reading, 4096)}
+}
+
+func (f *fakeEmitter) Emit(ctx context.Context, r *drivers.Reading) drivers.Pressure {
+	select {
+	case f.readings <- r:
+	default:
+		return drivers.Pressure{Accepted: false, Occupancy: 1}
+	}
+	if f.drop.Load() {
+		return drivers.Pressure{Accepted: false, Occupancy: 0}
+	}
+	if f.slow.Load() {
+		return drivers.Pressure{Accepted: true, Occupancy: 0.9}
+	}
+	return drivers.Pressure{Accepted: true, Occupancy: 0.1}
+}
+
+func (f *fakeEmitter) Health(up bool, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.health = append(f.health, up)
+}
+
+// next waits for the next reading.
+func (f *fakeEmitter) next(t *testing.T) *drivers.Reading {
+	t.Helper()
+	select {
+	case r := <-f.readings:
+		return r
+	case <-time.After(10 * time.Second):
+		t.Fatal("no reading within 10s")
+		return nil
+	}
+}
+
+// drain discards the readings the test has not taken yet, so the next one was
+// emitted after the driver's current state was reached.
+func (f *fakeEmitter) drain() {
+	for {
+		select {
+		case <-f.readings:
+		default:
+			return
+		}
+	}
+}
+
+// start runs d in the background; the returned stop cancels it and checks Run
+// returned nil.
+func start(t *testing.T, d *Driver, e drivers.Emitter) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx, e) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run returned %v after cancel, want nil", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("Run did not return within 5s of cancel")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+func newDriver(t *testing.T, spec drivers.Spec, mod func(*Config)) *Driver {
+	t.Helper()
+	cfg := DefaultConfig()
+	if mod != nil {
+		mod(cfg)
+	}
+	d, err := New(spec, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func TestDriverReadings(t *testing.T) {
+	const rate, n = 200, 60
+	spec := drivers.Spec{Name: "line1-el", Budget: 150 * time.Millisecond}
+	d := newDriver(t, spec, func(c *Config) { c.RateHz = rate; c.Seed = 9; c.DefectRate = 0.3 })
+	e := newFakeEmitter()
+	stop := start(t, d, e)
+
+	want := newGen(t, func(c *Config) { c.Seed = 9; c.DefectRate = 0.3 })
+	wantImg := make([]byte, 128*128)
+	var first, last time.Time
+	for i := uint64(1); i <= n; i++ {
+		r := e.next(t)
+		if r.Source != spec.Name || r.Seq != i {
+			t.Fatalf("reading %d: source %q seq %d", i, r.Source, r.Seq)
+		}
+		if got := r.Deadline.Sub(r.CapturedAt); got != spec.Budget {
+			t.Fatalf("reading %d: deadline is capture + %v, want + %v", i, got, spec.Budget)
+		}
+		im := r.Image
+		if im == nil || im.Format != drivers.FormatGray8 || im.Width != 128 || im.Height != 128 || len(im.Data) != 128*128 {
+			t.Fatalf("reading %d: image %+v", i, im)
+		}
+		// Same seed, same sequence as the generator on its own.
+		label := want.Next(wantImg)
+		if r.Truth != label || !bytes.Equal(im.Data, wantImg) {
+			t.Fatalf("reading %d: truth %q and image differ from the generator's %q", i, r.Truth, label)
+		}
+		if i == 1 {
+			first = r.CapturedAt
+		}
+		last = r.CapturedAt
+	}
+	stop()
+
+	// The fake emitter never pushes back, so the rate stays nominal; the bounds are
+	// wide because a loaded test machine (and -race) delays timers.
+	got := float64(n-1) / last.Sub(first).Seconds()
+	if got < rate*0.5 || got > rate*1.1 {
+		t.Errorf("emitted at %.1f Hz, want about %d", got, rate)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.health) == 0 || !e.health[0] {
+		t.Errorf("health reports %v, want up first", e.health)
+	}
+}
+
+func TestDriverFreshBuffers(t *testing.T) {
+	d := newDriver(t, drivers.Spec{Name: "s"}, func(c *Config) { c.RateHz = 1000 })
+	e := newFakeEmitter()
+	start(t, d, e)
+	a, b := e.next(t), e.next(t)
+	if &a.Image.Data[0] == &b.Image.Data[0] {
+		t.Fatal("two readings share an image buffer")
+	}
+	if !a.Deadline.IsZero() {
+		t.Errorf("deadline %v set without a budget", a.Deadline)
+	}
+}
+
+func TestDriverBackpressure(t *testing.T) {
+	const nominal = 500.0
+	d := newDriver(t, drivers.Spec{Name: "s"}, func(c *Config) { c.RateHz = nominal })
+	if got := d.RateHz(); got != nominal {
+		t.Fatalf("RateHz before Run = %v, want %v", got, nominal)
+	}
+	e := newFakeEmitter()
+	e.slow.Store(true)
+	start(t, d, e)
+
+	// Under steady pressure the rate falls to the floor within a few emits.
+	floor := nominal / maxStretch
+	for i := 0; d.RateHz() > floor*1.01; i++ {
+		if i > 50 {
+			t.Fatalf("rate %.1f Hz after %d slowed emits, want %.1f", d.RateHz(), i, floor)
+		}
+		e.next(t)
+	}
+	e.drain()
+	t0 := e.next(t).CapturedAt
+	const k = 5
+	var tk time.Time
+	for range k {
+		tk = e.next(t).CapturedAt
+	}
+	if gap := tk.Sub(t0) / k; gap < time.Duration(float64(time.Second)/floor*0.9) {
+		t.Errorf("under pressure readings come every %v, want at least %v", gap, time.Duration(float64(time.Second)/floor))
+	}
+
+	// When pressure falls the rate climbs back to nominal, and no further.
+	e.slow.Store(false)
+	for i := 0; d.RateHz() < nominal; i++ {
+		if i > 50 {
+			t.Fatalf("rate %.1f Hz after %d calm emits, want %v", d.RateHz(), i, nominal)
+		}
+		e.next(t)
+	}
+	e.next(t)
+	if got := d.RateHz(); got != nominal {
+		t.Errorf("rate %v after recovery, want %v", got, nominal)
+	}
+}
+
+func TestDriverDroppedSlowsDown(t *testing.T) {
+	// A dropped reading slows the driver even when the ring looks empty.
+	d := newDriver(t, drivers.Spec{Name: "s"}, func(c *Config) { c.RateHz = 1000 })
+	e := newFakeEmitter()
+	e.drop.Store(true)
+	start(t, d, e)
+	for i := 0; d.RateHz() > 1000/maxStretch*1.01; i++ {
+		if i > 50 {
+			t.Fatalf("rate %.1f Hz after %d dropped readings", d.RateHz(), i)
+		}
+		e.next(t)
+	}
+}
+
+func TestDriverCancel(t *testing.T) {
+	d := newDriver(t, drivers.Spec{Name: "s"}, func(c *Config) { c.RateHz = 0.01 })
+	e := newFakeEmitter()
+	stop := start(t, d, e)
+	e.next(t) // the first image comes at once, the next in 100s
+	stop()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := d.Run(ctx, e); err != nil {
+		t.Errorf("Run on a cancelled context = %v, want nil", err)
+	}
+}
+
+func TestNewRejects(t *testing.T) {
+	bad := DefaultConfig()
+	bad.DefectRate = 2
+	for name, tc := range map[string]struct {
+		spec drivers.Spec
+		cfg  *Config
+	}{
+		"no name":    {drivers.Spec{}, DefaultConfig()},
+		"nil config": {drivers.Spec{Name: "s"}, nil},
+		"bad config": {drivers.Spec{Name: "s"}, bad},
+	} {
+		if _, err := New(tc.spec, tc.cfg); err == nil {
+			t.Errorf("%s: New succeeded", name)
+		}
+	}
+}
+
+func TestRegistered(t *testing.T) {
+	f, err := drivers.Lookup("sim")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := f.NewConfig()
+	if err := cfg.(*Config).Validate(); err != nil {
+		t.Fatalf("default config: %v", err)
+	}
+	d, err := f.New(drivers.Spec{Name: "s"}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := d.(*Driver); !ok {
+		t.Fatalf("factory built %T", d)
+	}
+	if _, err := f.New(drivers.Spec{Name: "s"}, struct{}{}); err == nil {
+		t.Error("factory accepted a foreign config")
+	}
+}
