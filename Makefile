@@ -17,7 +17,8 @@ ORT_LIBS    := $(ORT_DIR)/linux-x64/libonnxruntime.so.1 $(ORT_DIR)/linux-arm64/l
 TEST_DEBS := mosquitto mosquitto-clients
 
 BIN := bin/edged
-GOFLAGS_BUILD := -trimpath
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+GOFLAGS_BUILD := -trimpath -ldflags "-X main.buildVersion=$(VERSION)"
 
 .PHONY: all build run test test-setup bench ort model clean vet
 
