@@ -2,6 +2,8 @@ package inference
 
 import (
 	"bytes"
+	"encoding/binary"
+	"hash/crc32"
 	"image"
 	"image/png"
 	"math"
@@ -90,6 +92,7 @@ func TestPreprocessBadInput(t *testing.T) {
 		{&drivers.Image{Format: drivers.FormatGray8, Width: 10, Height: 10, Data: make([]byte, 99)}, "has 99 bytes, want 100"},
 		{&drivers.Image{Format: drivers.FormatPNG, Data: []byte("not a png")}, "decode png image"},
 		{&drivers.Image{Format: "bmp", Data: []byte{1}}, `"bmp" is not one of`},
+		{&drivers.Image{Format: drivers.FormatPNG, Data: hugePNGHeader()}, "above the limit"},
 	} {
 		err := pp.Fill(dst, tc.img)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -150,4 +153,18 @@ func BenchmarkPreprocessGray128(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// hugePNGHeader is a PNG whose header claims 100000x100000 pixels.
+func hugePNGHeader() []byte {
+	var buf bytes.Buffer
+	png.Encode(&buf, image.NewGray(image.Rect(0, 0, 1, 1)))
+	b := buf.Bytes()
+	// The IHDR chunk: type at 12..16, width and height (big-endian) at 16..24, its
+	// CRC over type and data at 29..33.
+	for _, off := range []int{16, 20} {
+		binary.BigEndian.PutUint32(b[off:], 100000)
+	}
+	binary.BigEndian.PutUint32(b[29:], crc32.ChecksumIEEE(b[12:29]))
+	return b
 }

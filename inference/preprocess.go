@@ -32,6 +32,10 @@ type Preprocessor struct {
 
 type span struct{ start, end int }
 
+// MaxImagePixels bounds the size of an encoded image edged decodes (64 megapixels,
+// above any line camera), so a damaged or hostile header cannot exhaust memory.
+const MaxImagePixels = 64 << 20
+
 // NewPreprocessor checks the manifest's preprocessing and builds a Preprocessor.
 func NewPreprocessor(p models.Preprocess) (*Preprocessor, error) {
 	pp := &Preprocessor{p: p}
@@ -169,6 +173,14 @@ func bins(dst []span, in, out int) []span {
 // plane for gray, or R,G,B (B,G,R) planes for colour models.
 func (pp *Preprocessor) decode(b []byte) ([3][]byte, int, int, error) {
 	var planes [3][]byte
+	// Check the header first: a few bytes can claim a size that would take gigabytes.
+	cfg, _, err := image.DecodeConfig(bytes.NewReader(b))
+	if err != nil {
+		return planes, 0, 0, err
+	}
+	if int64(cfg.Width)*int64(cfg.Height) > MaxImagePixels {
+		return planes, 0, 0, fmt.Errorf("image is %dx%d, above the limit of %d pixels", cfg.Width, cfg.Height, MaxImagePixels)
+	}
 	m, _, err := image.Decode(bytes.NewReader(b))
 	if err != nil {
 		return planes, 0, 0, err

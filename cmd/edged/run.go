@@ -40,6 +40,7 @@ func cmdRun(args []string) error {
 		return err
 	}
 	log := newLogger(cfg.Log, os.Stderr)
+	tuneGC(prof.MemoryBudgetMB, log)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	d, err := newDaemon(cfg, prof, reasons, log)
