@@ -159,10 +159,10 @@ func TestDemoShowsDefaults(t *testing.T) {
 	}
 }
 
-// TestEveryKeyDocumented checks that demo.yaml and REFERENCE.md name every key the
+// TestEveryKeyDocumented checks that demo.yaml and the README name every key the
 // config type has, so a new key cannot be added without its documentation.
 func TestEveryKeyDocumented(t *testing.T) {
-	ref, err := os.ReadFile("REFERENCE.md")
+	ref, err := os.ReadFile("../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +191,7 @@ func TestEveryKeyDocumented(t *testing.T) {
 	}
 	for _, k := range keys {
 		if !strings.Contains(string(ref), "`"+k+"`") {
-			t.Errorf("REFERENCE.md lacks `%s`", k)
+			t.Errorf("the README's configuration reference lacks `%s`", k)
 		}
 		last := k[strings.LastIndexAny(k, ".]")+1:]
 		if !strings.Contains(string(demoYAML), last+":") {

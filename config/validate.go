@@ -17,7 +17,7 @@ import (
 	"github.com/edgedrun/edged/hwprofiles"
 )
 
-// Limits that Validate enforces; the reference (REFERENCE.md) states the same ones.
+// Limits that Validate enforces; the configuration reference in the README states the same ones.
 const (
 	maxThreads         = 256
 	maxRingSize        = 1 << 16
