@@ -62,9 +62,10 @@ test: test-setup
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
 
-bench: ort
+# bench: component benchmarks, then the pipeline against bare ONNX Runtime runs.
+bench: ort $(BIN)
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./...
-	$(GO) run ./cmd/edged bench
+	$(BIN) bench
 
 # model retrains the bundled demo model from simulator images (needs Debian's
 # python3-torch; the build and tests never do).

@@ -4,9 +4,11 @@ package models
 
 import (
 	"bytes"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 )
 
@@ -71,7 +73,8 @@ func ParseManifest(b []byte) (*Manifest, error) {
 	if err := dec.Decode(&m); err != nil {
 		return nil, fmt.Errorf("parse manifest: %w", err)
 	}
-	if dec.More() {
+	// More() misses a stray '}' or ']', so ask for a second value and want none.
+	if _, err := dec.Token(); err != io.EOF {
 		return nil, errors.New("parse manifest: trailing data after the JSON object")
 	}
 	if err := m.Validate(); err != nil {
@@ -90,7 +93,7 @@ func (m *Manifest) Validate() error {
 	if m.Version == "" {
 		bad("version is empty")
 	}
-	if len(m.SHA256) != 64 {
+	if _, err := hex.DecodeString(m.SHA256); len(m.SHA256) != 64 || err != nil {
 		bad("sha256 %q is not 64 hex digits", m.SHA256)
 	}
 	if m.Size <= 0 {

@@ -51,8 +51,17 @@ func checkNames(name, version string) error {
 	if !safeName.MatchString(version) {
 		return fmt.Errorf("model version %q: use letters, digits, '.', '_' and '-' only", version)
 	}
+	// The version folder sits beside the pointer file.
+	if version == ActiveFile {
+		return fmt.Errorf("model version %q is reserved for the active-version pointer", version)
+	}
 	return nil
 }
+
+// ErrVersionExists is returned by Install for a version already installed with other
+// content: a version names one build forever, so that every result's model.version and
+// sha256 keep meaning the same thing.
+var ErrVersionExists = errors.New("model version already installed with different content")
 
 // Verify checks the model bytes against the manifest's size and sha256.
 func Verify(m *Manifest, onnx []byte) error {
@@ -67,12 +76,20 @@ func Verify(m *Manifest, onnx []byte) error {
 }
 
 // Install verifies the model and writes it as <name>/<version>. It does not activate it.
+// Installing the same build again is a no-op; another build under an installed version
+// is refused with ErrVersionExists, so an installed version never changes under a reader.
 func (r *Repository) Install(m *Manifest, onnx []byte) error {
 	if err := checkNames(m.Name, m.Version); err != nil {
 		return err
 	}
 	if err := Verify(m, onnx); err != nil {
 		return err
+	}
+	if have, _, err := r.Load(m.Name, m.Version); err == nil {
+		if strings.EqualFold(have.SHA256, m.SHA256) {
+			return nil
+		}
+		return fmt.Errorf("install %s %s: %w (sha256 %s installed, %s offered); give the new build a new version", m.Name, m.Version, ErrVersionExists, have.SHA256, m.SHA256)
 	}
 	mb, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
@@ -96,6 +113,7 @@ func (r *Repository) Install(m *Manifest, onnx []byte) error {
 	if err := syncDir(tmp); err != nil {
 		return err
 	}
+	// A damaged copy of this version (Load failed above) is replaced; a sound one never is.
 	final := filepath.Join(nameDir, m.Version)
 	if err := os.RemoveAll(final); err != nil {
 		return fmt.Errorf("install model: replace %s: %w", final, err)
