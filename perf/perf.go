@@ -59,7 +59,7 @@ type Report struct {
 
 // DefaultOptions are what `make bench` runs.
 func DefaultOptions() Options {
-	return Options{Frames: 1500, Rounds: 9, Workers: 1, Distinct: 64, Session: inference.SessionOptions{IntraOpThreads: 1}}
+	return Options{Frames: 1000, Rounds: 15, Workers: 1, Distinct: 64, Session: inference.SessionOptions{IntraOpThreads: 1}}
 }
 
 // Run measures with the given backend and model.
@@ -228,8 +228,11 @@ func (r *replay) Run(ctx context.Context, e drivers.Emitter) error {
 			return errors.New("replay: the ring refused a frame; the benchmark would not count it")
 		}
 		i++
+		// Above the slow-down mark the ring holds dozens of frames, milliseconds of
+		// work, so a millisecond's nap never starves the workers and costs the box
+		// far fewer wake-ups than polling.
 		for p.SlowDown() && ctx.Err() == nil {
-			time.Sleep(50 * time.Microsecond)
+			time.Sleep(time.Millisecond)
 			p = pr.Pressure()
 		}
 	}
