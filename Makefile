@@ -20,7 +20,7 @@ BIN := bin/edged
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 GOFLAGS_BUILD := -trimpath -ldflags "-X main.buildVersion=$(VERSION)"
 
-.PHONY: all build run test test-setup bench ort model clean vet
+.PHONY: all build run test test-setup soak bench ort model clean vet
 
 all: build
 
@@ -61,6 +61,10 @@ test-setup: ort
 test: test-setup
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
+
+# soak: the long forms of the delivery and overload tests (minutes, not seconds).
+soak: test-setup
+	EDGED_SOAK=1 $(GO) test -race -count=1 -timeout 60m -run 'Outage|Soak|Overload|Delivery' ./...
 
 # bench: component benchmarks, then the pipeline against bare ONNX Runtime runs.
 bench: ort $(BIN)

@@ -123,6 +123,38 @@ type MQTT struct {
 	QoS            int      `yaml:"qos"`
 	KeepAlive      Duration `yaml:"keepalive"`
 	ConnectTimeout Duration `yaml:"connect_timeout"`
+	// TLS applies to brokers reached over TLS (UsesTLS); TLSConfig turns it into the
+	// client's settings.
+	TLS BrokerTLS `yaml:"tls"`
+	// Spool keeps results the broker has not acknowledged, on disk.
+	Spool Spool `yaml:"spool"`
+}
+
+// BrokerTLS holds the files and name for a broker reached over TLS. Empty keys take
+// the usual defaults: the system's roots, no client certificate, the URL's host.
+type BrokerTLS struct {
+	// CAFile is a PEM bundle of the certificates that may sign the broker's.
+	CAFile string `yaml:"ca_file"`
+	// CertFile and KeyFile are the client certificate (PEM, intermediates after it)
+	// and its unencrypted private key, for brokers that require client certificates;
+	// both or neither.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ServerName is the name expected in the broker's certificate.
+	ServerName string `yaml:"server_name"`
+}
+
+// Spool bounds the on-disk spool of results the broker has not acknowledged; they
+// wait there across outages and restarts.
+type Spool struct {
+	// Dir holds the spool's segment files.
+	Dir string `yaml:"dir"`
+	// MaxBytes bounds the spool; past it the oldest segment is dropped.
+	MaxBytes ByteSize `yaml:"max_bytes"`
+	// SegmentBytes is the size of one segment file.
+	SegmentBytes ByteSize `yaml:"segment_bytes"`
+	// Fsync is when appended results are forced to disk.
+	Fsync Fsync `yaml:"fsync"`
 }
 
 // Models holds the model repository settings.
@@ -184,6 +216,12 @@ func defaults() Config {
 			QoS:            1,
 			KeepAlive:      Duration(30 * time.Second),
 			ConnectTimeout: Duration(10 * time.Second),
+			Spool: Spool{
+				Dir:          "var/spool",
+				MaxBytes:     256 * MiB,
+				SegmentBytes: 8 * MiB,
+				Fsync:        Fsync(10 * time.Millisecond),
+			},
 		},
 		Models:          Models{Dir: "var/models"},
 		ShutdownTimeout: Duration(10 * time.Second),

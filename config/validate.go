@@ -28,6 +28,13 @@ const (
 	// MQTT carries the keep-alive as a 16-bit count of seconds.
 	maxKeepAlive     = 65535 * time.Second
 	minAdminTokenLen = 16
+	// A spool holds at least two segments, so that dropping the oldest when full
+	// leaves room to keep writing.
+	minSegmentBytes = 64 * KiB
+	maxSegmentBytes = GiB
+	minSpoolBytes   = MiB
+	minFsync        = time.Millisecond
+	maxFsync        = 10 * time.Second
 )
 
 // nameRE is what names that end up in MQTT topics, metric labels and directory names may
@@ -91,6 +98,8 @@ func (c *Config) Validate() error {
 	}
 	v.durRange("mqtt.keepalive", c.MQTT.KeepAlive, 0, maxKeepAlive, true)
 	v.durRange("mqtt.connect_timeout", c.MQTT.ConnectTimeout, 0, maxConnectTimeout, false)
+	v.checkTLS(&c.MQTT)
+	v.spool("mqtt.spool", c.MQTT.Spool)
 
 	if c.Models.Dir == "" {
 		v.fail("models.dir: empty")
@@ -137,6 +146,25 @@ func (v *validation) durRange(path string, d Duration, lo, hi time.Duration, zer
 		v.fail("%s: %v is out of range %v..%v", path, d, lo, hi)
 	case !zeroOK && (d.Std() <= lo || d.Std() > hi):
 		v.fail("%s: %v is out of range (%v,%v]", path, d, lo, hi)
+	}
+}
+
+// spool checks the spool's folder, sizes and sync policy.
+func (v *validation) spool(path string, s Spool) {
+	if s.Dir == "" {
+		v.fail("%s.dir: empty", path)
+	}
+	if b := s.SegmentBytes; b < minSegmentBytes || b > maxSegmentBytes {
+		v.fail("%s.segment_bytes: %v is out of range %v..%v", path, b, minSegmentBytes, maxSegmentBytes)
+	}
+	switch b := s.MaxBytes; {
+	case b < minSpoolBytes:
+		v.fail("%s.max_bytes: %v is below the least, %v", path, b, minSpoolBytes)
+	case b/2 < s.SegmentBytes:
+		v.fail("%s.max_bytes: %v is less than twice %s.segment_bytes (%v); the spool needs room for two segments", path, b, path, s.SegmentBytes)
+	}
+	if f := s.Fsync; f != FsyncAlways && (f.Interval() < minFsync || f.Interval() > maxFsync) {
+		v.fail("%s.fsync: %v is out of range %v..%v; or write always", path, f, minFsync, maxFsync)
 	}
 }
 

@@ -180,8 +180,13 @@ func newDaemon(cfg *config.Config, prof *hwprofiles.Profile, reasons []string, l
 		brokerURL = "tcp://" + cfg.MQTT.EmbeddedListen
 	}
 	qos := byte(cfg.MQTT.QoS)
+	tlsCfg, err := cfg.MQTT.TLSConfig()
+	if err != nil {
+		return nil, err
+	}
 	d.pub, err = publish.NewPublisher(publish.Config{
 		Broker:         brokerURL,
+		TLS:            tlsCfg,
 		ClientID:       cfg.MQTT.ClientID,
 		Username:       cfg.MQTT.Username,
 		Password:       cfg.MQTT.Password,
