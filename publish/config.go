@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/edgedrun/edged/spool"
 )
 
 // Defaults for the zero values of Config.
@@ -60,12 +62,25 @@ type Config struct {
 	// QueueSize is how many results Publish buffers before it blocks its caller.
 	QueueSize int `yaml:"queue_size"`
 	// DrainTimeout bounds how long Run keeps delivering queued results after its
-	// context ends; what is left then is reported undelivered through OnResult.
+	// context ends; what is left then goes to the Spool or, without one, is reported
+	// undelivered through OnResult.
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// Spool, when set, keeps what the broker has not acknowledged on disk: results
+	// (and events) go to it whenever they cannot go out directly (no connection, a
+	// failed send, older records still waiting), and are replayed from it in order,
+	// before anything newer, once the broker is back, in this Run or a later one. The
+	// publisher appends, reads and acknowledges records but never closes the spool: its
+	// owner opens it before NewPublisher and closes it after Run returned; one
+	// publisher at a time may use it. With a spool the broker session is clean: the
+	// spool is the session. Nil keeps results in memory only, and a persistent broker
+	// session re-sends what was in flight.
+	Spool *spool.Spool `yaml:"-"`
 	// OnResult, when set, is called once for every result Publish accepted: with a nil
-	// error when the broker acknowledged it (at QoS 0: when it was written), or with
-	// ErrNotDelivered when Run gave up on it at shutdown. It runs on Run's goroutine and
-	// must not block; it is how a caller spools what was not delivered.
+	// error when the broker acknowledged it (at QoS 0: when it was written), with
+	// ErrSpooled when it went to the Spool instead (the spool delivers it later; no
+	// second call follows), or with an error wrapping ErrNotDelivered when it was given
+	// up: at shutdown without a spool, or when the spool could not take it. It runs on
+	// Run's goroutine and must not block.
 	OnResult func(r *Result, err error) `yaml:"-"`
 }
 

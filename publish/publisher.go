@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -23,14 +24,24 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/eclipse/paho.mqtt.golang/packets"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgedrun/edged/spool"
 )
 
 // ErrClosed is returned by Publish and PublishEvent once Run has begun shutting down.
 var ErrClosed = errors.New("mqtt publisher closed")
 
-// ErrNotDelivered is passed to Config.OnResult for a result that Run gave up on when its
-// drain time ran out.
-var ErrNotDelivered = errors.New("result not delivered to the mqtt broker before shutdown")
+// ErrNotDelivered is passed to Config.OnResult for a result that was given up on: without
+// a spool, one still undelivered when Run's drain time ran out; with one, a result the
+// spool failed to store (the error then also wraps the spool's).
+var ErrNotDelivered = errors.New("result not delivered to the mqtt broker")
+
+// ErrSpooled is passed to Config.OnResult for a result that went to Config.Spool instead
+// of straight to the broker: during an outage, behind older spooled records, after a
+// failed send, or still queued or unacknowledged at shutdown. The spool owns it from then
+// on and delivers it, in order, once the broker is back, by this Run or a later one
+// with the same spool; OnResult is not called for it again.
+var ErrSpooled = errors.New("result spooled for later delivery to the mqtt broker")
 
 // Status payloads on the retained status topic.
 const (
@@ -69,18 +80,29 @@ type Event struct {
 	Fields any `json:"fields,omitempty"`
 }
 
-// Stats are the publisher's result counts. Accepted - Acked - Failed is what is still
-// queued or in flight; a Publish call that is blocked counts as accepted until it
-// returns an error, so that the difference never goes below zero.
+// Stats are the publisher's result counts. Accepted - Acked - Spooled - Failed is what
+// is still queued or in flight; a Publish call that is blocked counts as accepted until
+// it returns an error, so that the difference never goes below zero.
 type Stats struct {
 	// Accepted counts results taken by Publish.
 	Accepted uint64
-	// Acked counts results the broker acknowledged (at QoS 0: written to it).
+	// Acked counts results the broker acknowledged (at QoS 0: written to it) that went
+	// straight to it, not through the spool.
 	Acked uint64
-	// Failed counts results given up on at shutdown.
+	// Failed counts results given up on: at shutdown without a spool, or refused by
+	// the spool.
 	Failed uint64
-	// Retried counts publish attempts that failed and were queued again.
+	// Retried counts publish attempts that failed and were queued again (without a
+	// spool; with one, a failed message goes to the spool).
 	Retried uint64
+	// Spooled counts results that went to the spool (OnResult saw ErrSpooled).
+	Spooled uint64
+	// Replayed counts spool records (results and events, this run's or earlier ones')
+	// the broker acknowledged.
+	Replayed uint64
+	// Redelivered counts spool records handed out again after a rewind: sent before,
+	// not acknowledged when the connection failed.
+	Redelivered uint64
 }
 
 // Publisher sends results, events and the box's status to an MQTT broker.
@@ -89,8 +111,10 @@ type Stats struct {
 // Publish called from any number of goroutines before and while Run runs. Publish only
 // queues; Run connects, keeps reconnecting with backoff, publishes with a bounded
 // in-flight window, and re-sends anything that failed, so a result that Publish accepted
-// is either acknowledged by the broker or reported undelivered through Config.OnResult:
-// never dropped in between. Delivery is at least once; consumers de-duplicate on the
+// is either acknowledged by the broker, handed to Config.Spool, or reported undelivered
+// through Config.OnResult: never dropped in between. With a spool, what the broker has
+// not acknowledged survives outages and restarts on disk and is delivered in order,
+// before newer results. Delivery is at least once; consumers de-duplicate on the
 // result's id.
 //
 // Run's context should end after the producers have stopped: from then on Publish
@@ -119,10 +143,25 @@ type Publisher struct {
 	acked     atomic.Uint64
 	failed    atomic.Uint64
 	retried   atomic.Uint64
+	spooled   atomic.Uint64
+	replayed  atomic.Uint64
+	redeliv   atomic.Uint64
+	spooling  atomic.Bool
+	// certAsked says, for the connection attempt under way or last made, whether the
+	// broker asked for a client certificate during the TLS handshake and whether one
+	// was sent: one of the certAsked constants. connectProblem reads it.
+	certAsked atomic.Int32
 
 	store   *sessionStore
 	metrics publisherMetrics
 }
+
+// Values of Publisher.certAsked.
+const (
+	certAskedNot      int32 = iota // no TLS, or the broker did not ask for a client certificate
+	certAskedNoneSent              // the broker asked and no certificate was sent
+	certAskedSent                  // the broker asked and a certificate was sent
+)
 
 // message is one MQTT message on its way out.
 type message struct {
@@ -132,12 +171,30 @@ type message struct {
 	retained bool
 	res      *Result // nil for status and events
 	status   bool    // a birth message: not retried, the next connection sends its own
+	// rec is the spool record id of a message read from the spool (fromSpool).
+	rec       uint64
+	fromSpool bool
 }
 
+// direct reports whether m is a result or event on its way straight to the broker: one
+// the spool has not taken yet.
+func (m *message) direct() bool { return !m.status && !m.fromSpool }
+
 type publisherMetrics struct {
-	published [3]prometheus.Counter // by QoS
-	errors    prometheus.Counter
+	published   [3]prometheus.Counter // by QoS
+	errors      prometheus.Counter
+	ackedDirect prometheus.Counter
+	ackedSpool  prometheus.Counter
+	redelivered prometheus.Counter
+	spoolErrors map[string]prometheus.Counter // by operation
 }
+
+// Spool operations counted in edged_mqtt_spool_errors_total.
+const (
+	spoolOpAppend = "append"
+	spoolOpAck    = "ack"
+	spoolOpDecode = "decode"
+)
 
 var payloadPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
 
@@ -176,9 +233,39 @@ func NewPublisher(cfg Config, reg prometheus.Registerer, log *slog.Logger) (*Pub
 		Name: "edged_mqtt_publish_errors_total",
 		Help: "MQTT publish attempts that failed; the message is sent again.",
 	})
+	acked := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "edged_mqtt_acked_total",
+		Help: "Results and events the MQTT broker acknowledged, by how they went: direct from the queue, or replayed from the spool.",
+	}, []string{"via"})
+	p.metrics.ackedDirect = acked.WithLabelValues("direct")
+	p.metrics.ackedSpool = acked.WithLabelValues("spool")
+	p.metrics.redelivered = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "edged_mqtt_redelivered_total",
+		Help: "Spool records sent again after a connection failed before the broker acknowledged them.",
+	})
+	spoolErrors := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "edged_mqtt_spool_errors_total",
+		Help: "Spool operations that failed: append (the message is lost and reported), ack, decode (an unreadable record is skipped).",
+	}, []string{"op"})
+	p.metrics.spoolErrors = map[string]prometheus.Counter{}
+	for _, op := range []string{spoolOpAppend, spoolOpAck, spoolOpDecode} {
+		p.metrics.spoolErrors[op] = spoolErrors.WithLabelValues(op)
+	}
 	collectors := []prometheus.Collector{
 		published,
 		p.metrics.errors,
+		acked,
+		p.metrics.redelivered,
+		spoolErrors,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "edged_mqtt_spooling",
+			Help: "1 while results go to the spool and the spool is delivered first; 0 while they go straight to the broker.",
+		}, func() float64 {
+			if p.spooling.Load() {
+				return 1
+			}
+			return 0
+		}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "edged_mqtt_connected",
 			Help: "1 while connected to the MQTT broker.",
@@ -222,10 +309,13 @@ func (p *Publisher) Connected() bool { return p.connected.Load() }
 // Stats returns the result counts.
 func (p *Publisher) Stats() Stats {
 	return Stats{
-		Accepted: p.accepted.Load(),
-		Acked:    p.acked.Load(),
-		Failed:   p.failed.Load(),
-		Retried:  p.retried.Load(),
+		Accepted:    p.accepted.Load(),
+		Acked:       p.acked.Load(),
+		Failed:      p.failed.Load(),
+		Retried:     p.retried.Load(),
+		Spooled:     p.spooled.Load(),
+		Replayed:    p.replayed.Load(),
+		Redelivered: p.redeliv.Load(),
 	}
 }
 
@@ -324,10 +414,13 @@ func (p *Publisher) closeIntake() {
 }
 
 // Run connects to the broker and delivers queued messages until ctx ends, then drains:
-// it stops intake, delivers what is queued within Config.DrainTimeout, reports the rest
-// through Config.OnResult, publishes the retained `offline` status, disconnects and
-// returns nil. A broker that cannot be reached is logged once per outage and retried
-// with backoff; Run does not fail because of it. Run may be called once.
+// it stops intake, delivers what is queued within Config.DrainTimeout, puts the rest in
+// Config.Spool or, without one, reports it through Config.OnResult, publishes the
+// retained `offline` status, disconnects and returns nil. A broker that cannot be
+// reached is logged once per outage and retried with backoff; Run does not fail because
+// of it. Run may be called once.
+//
+// With a spool, Run starts by delivering what an earlier run left in it.
 //
 // Shutdown takes at most DrainTimeout plus the time paho needs to let go: a connection
 // attempt under way finishes within Config.ConnectTimeout, a publish call stuck on a
@@ -337,14 +430,21 @@ func (p *Publisher) Run(ctx context.Context) error {
 		return errors.New("mqtt publisher: Run called twice")
 	}
 	r := &runner{
-		p:          p,
-		lost:       make(chan error, 1),
-		sendq:      make(chan message),
-		sent:       make(chan pending, p.cfg.MaxInflight+1),
-		senderDone: make(chan struct{}),
+		p:     p,
+		spool: p.cfg.Spool,
+		// A stale report (from a client already given up) must not crowd out the
+		// current client's.
+		lost: make(chan lostEvent, 4),
+		// Room for every message the window allows, and the last pending and exit
+		// mark of each sender of a lost connection.
+		sent: make(chan pending, p.cfg.MaxInflight+4),
 	}
-	r.client = mqtt.NewClient(p.clientOptions(r.lost))
-	go r.sender()
+	if r.spool == nil {
+		r.client = mqtt.NewClient(p.clientOptions(r.lost, 0))
+		r.startSender()
+	} else if n := r.spool.Len(); n > 0 {
+		r.setSpooling(true, "records left by an earlier run", "records", n)
+	}
 	r.loop(ctx)
 	r.finish()
 	return nil
@@ -355,16 +455,27 @@ func (p *Publisher) Run(ctx context.Context) error {
 // up to the reconnect interval, and its first-connect retry has no backoff. One
 // attempt per Connect, owned and timed here, gives a Run that returns promptly and
 // leaves nothing running.
-func (p *Publisher) clientOptions(lost chan<- error) *mqtt.ClientOptions {
+//
+// Without a spool one client serves every connection, so that paho's session store
+// carries over. With one, each connection attempt gets a fresh client (gen numbers
+// them): a publish that was blocked inside the client when its connection died can
+// then never go out on the next connection, ahead of the replay of older records, and
+// packet ids of the old connection can never be confused with the new one's.
+func (p *Publisher) clientOptions(lost chan<- lostEvent, gen int) *mqtt.ClientOptions {
 	o := mqtt.NewClientOptions().
 		AddBroker(p.cfg.Broker).
 		SetClientID(p.cfg.ClientID).
 		SetUsername(p.cfg.Username).
 		SetPassword(p.cfg.Password).
-		// A persistent session keeps the broker's state across reconnects and lets
-		// paho re-send unacknowledged messages from the store.
-		SetCleanSession(false).
-		SetStore(p.store).
+		// Without a spool, a persistent session keeps the broker's state across
+		// reconnects and lets paho re-send unacknowledged messages from the store.
+		// With one, the spool is the session: it re-sends, in order, what was not
+		// acknowledged, after a reconnect and after a restart. paho re-sending the same
+		// messages from memory as well would double every in-flight message on each
+		// reconnect; with a clean session paho also fails the tokens of a lost
+		// connection at once, instead of completing them as if acknowledged when it
+		// re-sends them.
+		SetCleanSession(p.cfg.Spool != nil).
 		// Without an explicit version paho retries a refused 3.1.1 connect as 3.1, and
 		// the operator sees "unacceptable protocol version" instead of the real cause.
 		SetProtocolVersion(4).
@@ -378,22 +489,82 @@ func (p *Publisher) clientOptions(lost chan<- error) *mqtt.ClientOptions {
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 			// Only the latest loss matters; runner asks the client for the state.
 			select {
-			case lost <- err:
+			case lost <- lostEvent{gen: gen, err: err}:
 			default:
 			}
 		})
+	if p.cfg.Spool == nil {
+		// With a spool each client keeps paho's default store, its own.
+		o.SetStore(p.store)
+	}
 	if p.cfg.TLS != nil {
-		o.SetTLSConfig(p.cfg.TLS)
+		// A copy: cfg.TLS stays as the caller made it.
+		o.SetTLSConfig(p.watchCertRequest(p.cfg.TLS))
 	}
 	return o
 }
 
-// runner is Run's state. The loop goroutine owns it; the sender goroutine only calls
-// client.Publish and hands the tokens back.
+// watchCertRequest returns a copy of c that records in p.certAsked whether the broker
+// asked for a client certificate and whether one was sent. It chooses the certificate
+// as crypto/tls does without a GetClientCertificate.
+func (p *Publisher) watchCertRequest(c *tls.Config) *tls.Config {
+	c = c.Clone()
+	get, certs := c.GetClientCertificate, c.Certificates
+	c.GetClientCertificate = func(cri *tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		var cert *tls.Certificate
+		if get != nil {
+			var err error
+			if cert, err = get(cri); err != nil {
+				return nil, err
+			}
+		} else {
+			for i := range certs {
+				if cri.SupportsCertificate(&certs[i]) == nil {
+					cert = &certs[i]
+					break
+				}
+			}
+		}
+		if cert == nil {
+			// crypto/tls sends an empty certificate message for "none".
+			cert = new(tls.Certificate)
+		}
+		if len(cert.Certificate) > 0 {
+			p.certAsked.Store(certAskedSent)
+		} else {
+			p.certAsked.Store(certAskedNoneSent)
+		}
+		return cert, nil
+	}
+	return c
+}
+
+// runner is Run's state. The loop goroutine owns it; the senders only call
+// client.Publish and hand the tokens back.
+//
+// With a spool, runner is in one of two modes. Direct: connected, and every record of
+// the spool sent; results go from the queue to the broker, as without a spool.
+// Spooling: entered when the connection is lost or cannot be made, when a send fails,
+// or at start when the spool is not empty; results from the queue are appended to the
+// spool, and the sender publishes the spool's records, acknowledging each to the spool
+// on the broker's PUBACK. Once connected with every record sent, runner goes back to
+// direct. Order holds across the switches because:
+//   - direct messages still out when spooling begins are settled first, oldest first:
+//     acknowledged, or appended to the spool; nothing is taken from the queue and no
+//     record is sent until none is left;
+//   - records are sent only in spooling mode, and direct mode begins only once every
+//     record has been sent: newer messages go out behind them on the same connection;
+//   - a lost connection settles everything sent on it at once, oldest first (abandon):
+//     unacknowledged records are rewound, direct messages appended behind them; the
+//     next connection is made with a new client, so that a publish still stuck in the
+//     old one can never go out on it, ahead of the replay.
 type runner struct {
 	p      *Publisher
 	client mqtt.Client
-	lost   chan error
+	lost   chan lostEvent
+	// gen numbers the clients (with a spool, one per connection attempt) and the
+	// connections' senders; what comes from an older one is stale.
+	gen int
 
 	open        bool       // connected, as far as runner knows
 	connecting  mqtt.Token // the connection attempt under way, if any
@@ -407,10 +578,13 @@ type runner struct {
 	// Sending happens on a goroutine of its own because paho's Publish can block for
 	// up to WriteTimeout when the connection dies under it; the loop must stay free
 	// to notice the loss and reconnect, which also releases the blocked call.
-	sendq      chan message // to the sender
-	sent       chan pending // from the sender, in sending order
-	senderDone chan struct{}
-	handed     int     // given to the sender, token not yet back
+	sendq   chan message // to the current sender; nil when there is none
+	sent    chan pending // from the senders, each in its sending order
+	senders int          // sender goroutines not yet ended
+	handed  int          // given to the current sender, token not yet back
+	// handedMsgs are the handed messages, oldest first, so that those of a lost
+	// connection can be spooled without waiting for its sender.
+	handedMsgs fifo[message]
 	next       message // taken from the queues, waiting for the sender, if hasNext
 	hasNext    bool
 	birth      bool // the birth is due on the new connection
@@ -419,6 +593,31 @@ type runner struct {
 	retry     fifo[message]
 	drain     *time.Timer
 	drainEnds time.Time
+
+	// With a spool only (spool is nil without one).
+	spool    *spool.Spool
+	spooling bool
+	// rewind: a record failed or the connection was lost while records were out;
+	// the spool is rewound once none is with the sender or in the window.
+	rewind bool
+	// direct and records count the results and events, and the spool records, that
+	// are with the sender or in the window.
+	direct  int
+	records int
+	// waitSpool: the spool had nothing to hand out at the last look, and nothing was
+	// appended or rewound since.
+	waitSpool bool
+	// handedOut is the highest record id this run handed out; a record at or below
+	// it is a redelivery.
+	handedOut  uint64
+	recBuf     []byte
+	appendErrs int // consecutive failed appends, for the log
+}
+
+// lostEvent is a client's report of its lost connection.
+type lostEvent struct {
+	gen int
+	err error
 }
 
 // pending is a sent message awaiting its acknowledgement.
@@ -430,19 +629,38 @@ type pending struct {
 	// the acknowledgement is awaited through the store, on ackCh.
 	resent bool
 	ackCh  <-chan struct{}
+	gen    int  // of the sender
+	exit   bool // not a message: the sender of gen ended
 }
 
-// sender publishes what the loop hands it, in order, until sendq is closed.
-func (r *runner) sender() {
-	defer close(r.senderDone)
-	for m := range r.sendq {
-		tok := r.client.Publish(m.topic, m.qos, m.retained, m.payload)
+// startSender starts a sender for the current client. With a spool its queue holds a
+// window's worth, so that the loop hands over what it has in one go and the sender
+// publishes it back to back: fewer goroutine switches per message. A connection's
+// sender is let go when it is lost, with whatever it still holds, so nothing waits in
+// its queue then. Without a spool one sender serves every connection, and it takes one
+// message at a time, as it always did.
+func (r *runner) startSender() {
+	size := 0
+	if r.spool != nil {
+		size = r.p.cfg.MaxInflight
+	}
+	r.sendq = make(chan message, size)
+	r.senders++
+	go sender(r.client, r.gen, r.sendq, r.sent)
+}
+
+// sender publishes what the loop hands it, in order, until sendq is closed, and then
+// says it ended.
+func sender(client mqtt.Client, gen int, sendq <-chan message, sent chan<- pending) {
+	for m := range sendq {
+		tok := client.Publish(m.topic, m.qos, m.retained, m.payload)
 		var mid uint16
 		if t, ok := tok.(interface{ MessageID() uint16 }); ok {
 			mid = t.MessageID()
 		}
-		r.sent <- pending{msg: m, tok: tok, mid: mid}
+		sent <- pending{msg: m, tok: tok, mid: mid, gen: gen}
 	}
+	sent <- pending{gen: gen, exit: true}
 }
 
 func (r *runner) loop(ctx context.Context) {
@@ -453,6 +671,9 @@ func (r *runner) loop(ctx context.Context) {
 	for {
 		if draining && r.idle() {
 			return
+		}
+		if r.spool != nil {
+			r.spoolStep()
 		}
 		room := r.window.len()+r.handed < p.cfg.MaxInflight
 		if r.open && !r.hasNext {
@@ -467,6 +688,10 @@ func (r *runner) loop(ctx context.Context) {
 			case room && r.retry.len() > 0:
 				r.next, r.hasNext = r.retry.pop(), true
 				p.retrying.Add(-1)
+			case room && r.spooling && r.direct == 0 && !r.rewind && !draining:
+				// Draining takes nothing new from the spool: what it holds is safe
+				// there, and the next run delivers it.
+				r.nextRecord()
 			}
 		}
 		var (
@@ -476,21 +701,37 @@ func (r *runner) loop(ctx context.Context) {
 			connDone <-chan struct{}
 			retryC   <-chan time.Time
 			oldest   <-chan struct{}
+			ready    <-chan struct{}
 		)
 		switch {
 		case r.open:
-			if r.hasNext {
+			switch {
+			case r.hasNext && r.spooling && r.next.direct():
+				// Held until the direct messages before it are settled, then spooled.
+			case r.hasNext:
 				sendq, nextMsg = r.sendq, r.next
-			} else if room {
+			case room && !r.spooling:
 				queue = p.queue
+			case r.waitSpool:
+				ready = r.spool.Ready()
 			}
 		case r.connecting != nil:
 			connDone = r.connecting.Done()
 		case r.retryTimer != nil:
 			retryC = r.retryTimer.C
 		default:
+			if r.spool != nil {
+				r.gen++
+				r.client = mqtt.NewClient(p.clientOptions(r.lost, r.gen))
+			}
+			// The TLS handshake of this attempt says anew whether a client
+			// certificate was asked for.
+			p.certAsked.Store(certAskedNot)
 			r.connecting = r.client.Connect()
 			continue
+		}
+		if r.spooling && r.direct == 0 && !(r.hasNext && r.next.direct()) {
+			queue = p.queue // to the spool, connected or not
 		}
 		if r.window.len() > 0 {
 			if w := r.window.front(); w.resent {
@@ -510,36 +751,113 @@ func (r *runner) loop(ctx context.Context) {
 			deadline = r.drain.C
 		case <-deadline:
 			return
-		case err := <-r.lost:
-			r.connectionLost(err)
+		case ev := <-r.lost:
+			if ev.gen == r.gen {
+				r.connectionLost(ev.err)
+			}
 		case <-connDone:
 			r.connectDone()
 		case <-retryC:
 			r.retryTimer = nil
 		case sendq <- nextMsg:
 			r.next, r.hasNext = message{}, false
-			r.handed++
+			r.handOver(nextMsg)
 		case m := <-queue:
-			// Hand it straight on when the sender is free; otherwise hold it.
-			select {
-			case r.sendq <- m:
-				r.handed++
-			default:
-				r.next, r.hasNext = m, true
+			if r.spooling {
+				r.toSpool(m)
+				break
 			}
+			// Hand it straight on when the sender is free; otherwise hold it.
+			r.direct1(m)
+			// Take what else is queued while there is room, without going around
+			// the loop.
+			for !r.hasNext && r.window.len()+r.handed < p.cfg.MaxInflight {
+				select {
+				case m := <-p.queue:
+					r.direct1(m)
+					continue
+				default:
+				}
+				break
+			}
+		case <-ready:
+			r.waitSpool = false
 		case pd := <-r.sent:
-			r.handed--
-			r.window.push(pd)
+			r.fromSender(pd)
+			// Take what else is there without going around the loop: one select per
+			// message is a good part of the publisher's cost.
+			for more := true; more; {
+				select {
+				case pd := <-r.sent:
+					r.fromSender(pd)
+				default:
+					more = false
+				}
+			}
 		case <-oldest:
 			r.settle()
+			for r.window.len() > 0 && r.frontDone() {
+				r.settle()
+			}
 		}
 		p.inflight.Store(int64(r.window.len() + r.handed))
 	}
 }
 
+// fromSender takes a sender's pending message, or its end.
+func (r *runner) fromSender(pd pending) {
+	switch {
+	case pd.exit:
+		r.senders--
+	case pd.gen != r.gen:
+		// A connection already given up: its messages were settled then.
+	default:
+		r.handed--
+		r.handedMsgs.pop()
+		r.window.push(pd)
+	}
+}
+
+// direct1 hands m to the sender if it takes it now, and holds it as next otherwise.
+func (r *runner) direct1(m message) {
+	select {
+	case r.sendq <- m:
+		r.handOver(m)
+	default:
+		r.next, r.hasNext = m, true
+	}
+}
+
+// frontDone reports whether the oldest message in flight can be settled now.
+func (r *runner) frontDone() bool {
+	w := r.window.front()
+	done := w.tok.Done()
+	if w.resent {
+		done = w.ackCh
+	}
+	select {
+	case <-done:
+		return true
+	default:
+		return false
+	}
+}
+
+// handOver counts m as given to the sender.
+func (r *runner) handOver(m message) {
+	r.handed++
+	r.handedMsgs.push(m)
+	switch {
+	case m.fromSpool:
+		r.records++
+	case !m.status:
+		r.direct++
+	}
+}
+
 func (r *runner) idle() bool {
 	return len(r.p.queue) == 0 && r.retry.len() == 0 && r.window.len() == 0 &&
-		r.handed == 0 && (!r.hasNext || r.next.status)
+		r.handed == 0 && (!r.hasNext || !r.next.direct())
 }
 
 func (r *runner) connectDone() {
@@ -554,10 +872,13 @@ func (r *runner) connectDone() {
 			if r.everOpen {
 				level = slog.LevelWarn
 			}
-			p.log.Log(context.Background(), level, connectProblem(p.broker, err),
+			p.log.Log(context.Background(), level, connectProblem(p.broker, err, p.certAsked.Load()),
 				"client_id", p.cfg.ClientID, "retry_max_interval", p.cfg.MaxReconnectInterval)
 		} else {
 			p.log.Debug("mqtt connect attempt failed", "broker", p.broker, "attempt", r.failures, "err", err)
+		}
+		if r.spool != nil && !r.spooling {
+			r.setSpooling(true, "broker unreachable")
 		}
 		r.retryTimer = time.NewTimer(r.nextBackoff())
 		return
@@ -566,8 +887,15 @@ func (r *runner) connectDone() {
 	if ct, ok := tok.(*mqtt.ConnectToken); ok {
 		sessionPresent = ct.SessionPresent()
 	}
-	p.log.Info("mqtt connected", "broker", p.broker, "client_id", p.cfg.ClientID,
-		"session_present", sessionPresent, "failed_attempts", r.failures, "inflight", r.window.len()+r.handed)
+	args := []any{"broker", p.broker, "client_id", p.cfg.ClientID,
+		"session_present", sessionPresent, "failed_attempts", r.failures, "inflight", r.window.len() + r.handed}
+	if r.spool != nil {
+		args = append(args, "spool_records", r.spool.Len())
+	}
+	p.log.Info("mqtt connected", args...)
+	if r.spool != nil {
+		r.startSender()
+	}
 	r.open = true
 	r.everOpen = true
 	r.failures = 0
@@ -580,9 +908,10 @@ func (r *runner) connectionLost(err error) {
 	if r.client.IsConnectionOpen() {
 		return // a loss reported late, after the next connection was made
 	}
+	inflight := r.window.len() + r.handed
 	r.markDown()
 	r.p.log.Warn("mqtt connection lost; reconnecting", "broker", r.p.broker, "err", err,
-		"inflight", r.window.len()+r.handed, "queued", len(r.p.queue)+r.retry.len())
+		"inflight", inflight, "queued", len(r.p.queue)+r.retry.len())
 	if r.retryTimer != nil || r.connecting != nil {
 		return
 	}
@@ -596,6 +925,64 @@ func (r *runner) connectionLost(err error) {
 func (r *runner) markDown() {
 	r.open = false
 	r.p.connected.Store(false)
+	if r.spool == nil {
+		return
+	}
+	if r.spooling {
+		// Records sent on the lost connection and not acknowledged go out again.
+		r.rewind = true
+	} else {
+		r.setSpooling(true, "connection lost")
+	}
+	r.abandon()
+}
+
+// abandon settles, with a spool, everything sent on a connection that is gone: what
+// the broker acknowledged is delivered, the rest goes back to the spool, oldest first:
+// direct messages appended, records rewound. Its sender is let go: a publish blocked
+// in the old client ends within WriteTimeout, and what it reports then is stale.
+func (r *runner) abandon() {
+	if r.sendq != nil {
+		// What the sender has not taken would only fail on the dead client; it is in
+		// handedMsgs, and settled below with the rest.
+		for taken := true; taken; {
+			select {
+			case <-r.sendq:
+			default:
+				taken = false
+			}
+		}
+		close(r.sendq)
+		r.sendq = nil
+	}
+	r.gen++
+	for r.window.len() > 0 {
+		pd := r.window.pop()
+		if !pd.resent && succeeded(pd.tok) {
+			r.p.metrics.published[pd.msg.qos].Inc()
+			r.delivered(pd.msg)
+			continue
+		}
+		r.unsent(pd.msg)
+	}
+	for r.handedMsgs.len() > 0 {
+		r.unsent(r.handedMsgs.pop())
+	}
+	r.handed = 0
+	r.p.inflight.Store(0)
+}
+
+// unsent settles a message that went out on a lost connection unacknowledged.
+func (r *runner) unsent(m message) {
+	switch {
+	case m.status:
+	case m.fromSpool:
+		r.records--
+		r.rewind = true
+	default:
+		r.direct--
+		r.toSpool(m)
+	}
 }
 
 func (r *runner) nextBackoff() time.Duration {
@@ -621,7 +1008,9 @@ func (r *runner) settle() {
 			return
 		}
 	}
-	if w.msg.qos > 0 {
+	// With a spool the session is clean and paho re-sends nothing, so a completed
+	// token is the acknowledgement.
+	if r.spool == nil && w.msg.qos > 0 {
 		if ch, waiting := r.p.store.waitAck(w.mid); waiting {
 			w.resent, w.ackCh = true, ch
 			return
@@ -630,10 +1019,32 @@ func (r *runner) settle() {
 	m := r.window.pop().msg
 	r.sendErrors = 0
 	r.p.metrics.published[m.qos].Inc()
-	if m.res != nil {
-		r.p.acked.Add(1)
-		if r.p.cfg.OnResult != nil {
-			r.p.cfg.OnResult(m.res, nil)
+	r.delivered(m)
+}
+
+// delivered accounts for a message the broker acknowledged.
+func (r *runner) delivered(m message) {
+	p := r.p
+	switch {
+	case m.status:
+	case m.fromSpool:
+		r.records--
+		p.replayed.Add(1)
+		p.metrics.ackedSpool.Inc()
+		if err := r.spool.Ack(m.rec); err != nil {
+			// Dropped by the spool while in flight (it was full), most likely; the
+			// broker has it all the same.
+			p.metrics.spoolErrors[spoolOpAck].Inc()
+			p.log.Debug("mqtt spool ack failed", "record", m.rec, "err", err)
+		}
+	default:
+		r.direct--
+		p.metrics.ackedDirect.Inc()
+		if m.res != nil {
+			p.acked.Add(1)
+			if p.cfg.OnResult != nil {
+				p.cfg.OnResult(m.res, nil)
+			}
 		}
 	}
 }
@@ -646,20 +1057,45 @@ func (r *runner) sendFailed(m message, err error) {
 	if m.res != nil {
 		args = append(args, "trace_id", m.res.TraceID, "id", m.res.ID)
 	}
+	if m.fromSpool {
+		args = append(args, "record", m.rec)
+	}
 	if r.sendErrors == 1 {
 		p.log.Warn("mqtt publish failed; sending again", args...)
 	} else {
 		p.log.Debug("mqtt publish failed; sending again", args...)
 	}
-	if !m.status {
+	switch {
+	case m.status:
+		// Not retried: the next connection sends its own birth.
+	case r.spool == nil:
 		r.retry.push(m)
 		p.retrying.Add(1)
 		p.retried.Add(1)
+	case m.fromSpool:
+		r.records--
+		r.rewind = true
+		if !r.spooling {
+			r.setSpooling(true, "publish failed")
+		}
+	default:
+		// The oldest direct message still out: everything before it is settled, so
+		// it goes to the spool in its place.
+		r.direct--
+		if !r.spooling {
+			r.setSpooling(true, "publish failed")
+		}
+		r.toSpool(m)
 	}
 	if r.open && !r.client.IsConnectionOpen() {
 		// The connection is going down and its loss is yet to be reported; sending
 		// more would only fail again. Wait a little before reconnecting, so that the
 		// client has finished with the old connection.
+		if r.spool != nil {
+			// The client's own report will be stale by then: say it here.
+			p.log.Warn("mqtt connection lost; reconnecting", "broker", p.broker, "err", err,
+				"inflight", r.window.len()+r.handed, "queued", len(p.queue))
+		}
 		r.markDown()
 		if r.retryTimer == nil && r.connecting == nil {
 			r.retryTimer = time.NewTimer(r.nextBackoff())
@@ -667,26 +1103,209 @@ func (r *runner) sendFailed(m message, err error) {
 	}
 }
 
+// setSpooling switches between spooling and direct mode, with a log line saying why.
+func (r *runner) setSpooling(on bool, why string, args ...any) {
+	if r.spooling == on {
+		return
+	}
+	r.spooling = on
+	r.waitSpool = false
+	r.p.spooling.Store(on)
+	if on {
+		r.p.log.Info("mqtt results go to the spool until it is delivered", append([]any{"reason", why}, args...)...)
+	} else {
+		r.p.log.Info("mqtt spool delivered; results go straight to the broker again", append([]any{"reason", why}, args...)...)
+	}
+}
+
+// spoolStep does what the spool needs before the loop looks for work: the rewind once
+// no record is out, spooling a held direct message once none before it is out, and the
+// switch back to direct mode.
+func (r *runner) spoolStep() {
+	if r.rewind && r.records == 0 {
+		if r.hasNext && r.next.fromSpool {
+			r.next, r.hasNext = message{}, false
+		}
+		r.spool.Rewind()
+		r.rewind = false
+		r.waitSpool = false
+	}
+	if !r.spooling || r.direct > 0 {
+		return
+	}
+	if r.hasNext && r.next.direct() {
+		m := r.next
+		r.next, r.hasNext = message{}, false
+		r.toSpool(m)
+	}
+	// Every record is out: direct mode may begin while the last ones await their
+	// PUBACK, since newer messages go out behind them on the same connection, and if
+	// it fails, abandon puts the records back ahead of them. Waiting for the spool to
+	// be empty instead would rarely end under a steady flow: the broker's last PUBACK
+	// of a burst may come after the next burst began.
+	if r.open && r.waitSpool && !r.rewind && !r.hasNext {
+		r.setSpooling(false, "connected, every record sent", "replayed", r.p.replayed.Load(), "records_in_flight", r.records)
+	}
+}
+
+// nextRecord takes the spool's next record as the next message; it sets waitSpool when
+// there is none.
+func (r *runner) nextRecord() {
+	p := r.p
+	r.waitSpool = false
+	for {
+		rec, ok := r.spool.Next()
+		if !ok {
+			r.waitSpool = true
+			if r.open && !r.rewind && r.direct == 0 {
+				r.setSpooling(false, "connected, every record sent", "replayed", p.replayed.Load(), "records_in_flight", r.records)
+			}
+			return
+		}
+		if rec.ID <= r.handedOut {
+			p.redeliv.Add(1)
+			p.metrics.redelivered.Inc()
+		} else {
+			r.handedOut = rec.ID
+		}
+		m, err := decodeRecord(rec.Data)
+		if err != nil {
+			// Damage the spool's checksum did not catch, or a record from another
+			// edged version: nothing can be sent, and keeping it would block the
+			// spool for good.
+			p.metrics.spoolErrors[spoolOpDecode].Inc()
+			p.log.Error("mqtt spool record unreadable; skipped", "record", rec.ID, "appended", rec.Appended, "err", err)
+			if err := r.spool.Ack(rec.ID); err != nil {
+				p.metrics.spoolErrors[spoolOpAck].Inc()
+			}
+			continue
+		}
+		m.rec, m.fromSpool = rec.ID, true
+		r.next, r.hasNext = m, true
+		return
+	}
+}
+
+// toSpool appends a result or event to the spool and reports the result spooled; one
+// the spool refuses is lost, and reported so.
+func (r *runner) toSpool(m message) {
+	if !m.direct() {
+		return // a birth is not kept (the next connection sends its own); a record is there already
+	}
+	p := r.p
+	err := checkRecordable(&m)
+	if err == nil {
+		r.recBuf = appendRecord(r.recBuf[:0], &m)
+		err = r.spool.Append(r.recBuf)
+	}
+	if err != nil {
+		p.metrics.spoolErrors[spoolOpAppend].Inc()
+		r.appendErrs++
+		args := []any{"topic", m.topic, "err", err}
+		if m.res != nil {
+			args = append(args, "trace_id", m.res.TraceID, "id", m.res.ID)
+		}
+		if r.appendErrs == 1 {
+			p.log.Error("mqtt spool append failed; message lost", args...)
+		} else {
+			p.log.Debug("mqtt spool append failed; message lost", append(args, "consecutive", r.appendErrs)...)
+		}
+		if m.res != nil {
+			p.failed.Add(1)
+			if p.cfg.OnResult != nil {
+				p.cfg.OnResult(m.res, fmt.Errorf("%w: spool: %w", ErrNotDelivered, err))
+			}
+		}
+		return
+	}
+	r.waitSpool = false // it has something to hand out now
+	if r.appendErrs > 0 {
+		p.log.Info("mqtt spool append works again", "failed", r.appendErrs)
+		r.appendErrs = 0
+	}
+	if m.res != nil {
+		p.spooled.Add(1)
+		if p.cfg.OnResult != nil {
+			p.cfg.OnResult(m.res, ErrSpooled)
+		}
+	}
+}
+
 // finish runs after the loop: it stops the sender, settles the connection attempt
-// under way, reports what was not delivered, publishes `offline` and disconnects.
+// under way, spools or reports what was not delivered, publishes `offline` and
+// disconnects.
 func (r *runner) finish() {
 	p := r.p
 	if r.retryTimer != nil {
 		r.retryTimer.Stop()
 	}
-	close(r.sendq)
-	for r.handed > 0 {
+	if r.sendq != nil {
+		close(r.sendq)
+		r.sendq = nil
 		// paho gives up a stuck publish within WriteTimeout.
-		r.window.push(<-r.sent)
-		r.handed--
+		for ended := false; !ended; {
+			pd := <-r.sent
+			ended = pd.exit && pd.gen == r.gen
+			r.fromSender(pd)
+		}
 	}
-	<-r.senderDone
 	if r.connecting != nil {
 		// paho offers no way to abort an attempt; it ends within ConnectTimeout.
 		<-r.connecting.Done()
 		r.open = r.connecting.Error() == nil
 	}
 
+	if r.spool != nil {
+		r.spoolRest()
+	} else {
+		r.giveUpRest()
+	}
+	p.retrying.Store(0)
+	p.inflight.Store(0)
+
+	if r.open && r.client.IsConnectionOpen() {
+		wait := max(time.Until(r.drainEnds), minOfflineWait)
+		tok := r.client.Publish(p.statusTopic, p.statusQoS, true, StatusOffline)
+		timer := time.NewTimer(wait)
+		for waiting := true; waiting; {
+			waiting = false
+			select {
+			case <-tok.Done():
+				if err := tok.Error(); err != nil {
+					p.log.Warn("mqtt offline status not published", "broker", p.broker, "err", err)
+				} else {
+					p.metrics.published[p.statusQoS].Inc()
+				}
+			case ev := <-r.lost:
+				if ev.gen != r.gen {
+					waiting = true // an earlier client's
+					continue
+				}
+				// The will says offline for us.
+				p.log.Warn("mqtt connection lost while publishing the offline status", "broker", p.broker, "err", ev.err)
+			case <-timer.C:
+				p.log.Warn("mqtt offline status not acknowledged in time", "broker", p.broker, "wait", wait)
+			}
+		}
+		timer.Stop()
+		r.client.Disconnect(disconnectQuiesce)
+		p.log.Info("mqtt disconnected", "broker", p.broker)
+	}
+	if r.drain != nil {
+		r.drain.Stop()
+	}
+	for r.senders > 0 {
+		// Senders of lost connections, each stuck at most WriteTimeout after its loss.
+		r.fromSender(<-r.sent)
+	}
+	r.open = false
+	p.connected.Store(false)
+	p.spooling.Store(false)
+}
+
+// giveUpRest reports every result still queued or unacknowledged as not delivered.
+func (r *runner) giveUpRest() {
+	p := r.p
 	undelivered := 0
 	giveUp := func(m message) {
 		if m.res == nil {
@@ -707,8 +1326,6 @@ func (r *runner) finish() {
 	for r.retry.len() > 0 {
 		giveUp(r.retry.pop())
 	}
-	p.retrying.Store(0)
-	p.inflight.Store(0)
 	for len(p.queue) > 0 {
 		giveUp(<-p.queue)
 	}
@@ -716,38 +1333,62 @@ func (r *runner) finish() {
 		p.log.Warn("mqtt results not delivered before shutdown", "count", undelivered,
 			"broker", p.broker, "drain_timeout", p.cfg.DrainTimeout)
 	}
+}
 
-	if r.open && r.client.IsConnectionOpen() {
-		wait := max(time.Until(r.drainEnds), minOfflineWait)
-		tok := r.client.Publish(p.statusTopic, p.statusQoS, true, StatusOffline)
-		timer := time.NewTimer(wait)
-		select {
-		case <-tok.Done():
-			if err := tok.Error(); err != nil {
-				p.log.Warn("mqtt offline status not published", "broker", p.broker, "err", err)
-			} else {
-				p.metrics.published[p.statusQoS].Inc()
-			}
-		case err := <-r.lost:
-			// The will says offline for us.
-			p.log.Warn("mqtt connection lost while publishing the offline status", "broker", p.broker, "err", err)
-		case <-timer.C:
-			p.log.Warn("mqtt offline status not acknowledged in time", "broker", p.broker, "wait", wait)
+// spoolRest appends everything still unacknowledged or queued to the spool, oldest
+// first, and rewinds it, so that the spool's next user (a later run) hands out every
+// unacknowledged record again.
+func (r *runner) spoolRest() {
+	p := r.p
+	n := 0
+	for r.window.len() > 0 {
+		pd := r.window.pop()
+		m := pd.msg
+		if succeeded(pd.tok) {
+			p.metrics.published[m.qos].Inc()
+			r.delivered(m)
+			continue
 		}
-		timer.Stop()
-		r.client.Disconnect(disconnectQuiesce)
-		p.log.Info("mqtt disconnected", "broker", p.broker)
+		switch {
+		case m.fromSpool:
+			r.records-- // still in the spool; the rewind hands it out again
+		case m.status:
+		default:
+			r.direct--
+			r.toSpool(m)
+			n++
+		}
 	}
-	if r.drain != nil {
-		r.drain.Stop()
+	if r.hasNext && r.next.direct() {
+		r.toSpool(r.next)
+		n++
 	}
-	r.markDown()
+	r.next, r.hasNext = message{}, false
+	for len(p.queue) > 0 {
+		r.toSpool(<-p.queue)
+		n++
+	}
+	r.spool.Rewind()
+	if n > 0 {
+		p.log.Info("mqtt messages spooled at shutdown", "count", n, "spool_records", r.spool.Len(),
+			"broker", p.broker, "drain_timeout", p.cfg.DrainTimeout)
+	}
+}
+
+// succeeded reports whether tok has completed without an error.
+func succeeded(tok mqtt.Token) bool {
+	select {
+	case <-tok.Done():
+		return tok.Error() == nil
+	default:
+		return false
+	}
 }
 
 // connectProblem turns a failed connection attempt into one line that says what to
 // check. paho wraps network failures as "network Error : <cause>"; the cause is what
-// the operator needs.
-func connectProblem(broker string, err error) string {
+// the operator needs. certAsked is Publisher.certAsked after the attempt.
+func connectProblem(broker string, err error, certAsked int32) string {
 	switch {
 	case errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword), errors.Is(err, packets.ErrorRefusedNotAuthorised):
 		return fmt.Sprintf("mqtt broker %s refused the connection: %v; check mqtt.username and mqtt.password", broker, err)
@@ -759,15 +1400,35 @@ func connectProblem(broker string, err error) string {
 		return fmt.Sprintf("mqtt broker %s does not speak MQTT 3.1.1: %v", broker, err)
 	case errors.Is(err, packets.ErrorNetworkError):
 		cause := networkCause(err)
+		// A broker that asked for a client certificate and then ended the connection
+		// refused the certificate, or its absence, whatever the socket reported.
+		switch {
+		case certAsked == certAskedNoneSent && !isVerifyError(cause):
+			return fmt.Sprintf("mqtt broker %s requires a client certificate and closed the connection without one (%v); set mqtt.tls.cert_file and mqtt.tls.key_file", broker, causeText(cause))
+		case certAsked == certAskedSent && !isVerifyError(cause):
+			return fmt.Sprintf("mqtt broker %s refused the client certificate (%v); check that mqtt.tls.cert_file is signed by a CA the broker trusts and is valid now", broker, causeText(cause))
+		}
 		if cause == nil {
 			return fmt.Sprintf("mqtt broker %s closed the connection during the MQTT handshake; check that mqtt.broker names an MQTT port and the right scheme (tcp:// or ssl://)", broker)
 		}
+		if isVerifyError(cause) {
+			return fmt.Sprintf("mqtt broker %s: TLS handshake failed: %v; check mqtt.tls.ca_file (the CA that signed the broker's certificate) and mqtt.tls.server_name", broker, cause)
+		}
 		if isTLSError(cause) {
-			return fmt.Sprintf("mqtt broker %s: TLS handshake failed: %v; check the scheme (tcp:// or ssl://) and the broker's certificate", broker, cause)
+			return fmt.Sprintf("mqtt broker %s: TLS handshake failed: %v; check the scheme (tcp:// or ssl://) and mqtt.tls", broker, cause)
 		}
 		return fmt.Sprintf("mqtt broker %s unreachable: %v; check mqtt.broker and that the broker is running", broker, cause)
 	}
 	return fmt.Sprintf("mqtt broker %s: connect failed: %v; check mqtt.broker and that the broker is running", broker, err)
+}
+
+// causeText is err's text for a hint, which a nil err (the broker closed the
+// connection without an error from the socket) also gets.
+func causeText(err error) string {
+	if err == nil {
+		return "connection closed"
+	}
+	return err.Error()
 }
 
 // networkCause digs the underlying error out of paho's "%w : %w" wrapping.
@@ -786,17 +1447,26 @@ func networkCause(err error) error {
 	return nil
 }
 
-func isTLSError(err error) bool {
+// isVerifyError reports whether err is this client's refusal of the broker's certificate.
+func isVerifyError(err error) bool {
 	var (
-		rec     tls.RecordHeaderError
 		verify  *tls.CertificateVerificationError
 		unknown x509.UnknownAuthorityError
 		host    x509.HostnameError
 		invalid x509.CertificateInvalidError
-		alert   tls.AlertError
 	)
-	return errors.As(err, &rec) || errors.As(err, &verify) || errors.As(err, &unknown) ||
-		errors.As(err, &host) || errors.As(err, &invalid) || errors.As(err, &alert)
+	return errors.As(err, &verify) || errors.As(err, &unknown) || errors.As(err, &host) || errors.As(err, &invalid)
+}
+
+func isTLSError(err error) bool {
+	var (
+		rec   tls.RecordHeaderError
+		alert tls.AlertError
+		op    *net.OpError
+	)
+	// crypto/tls reports an alert from the peer as a *net.OpError with Op "remote error".
+	return isVerifyError(err) || errors.As(err, &rec) || errors.As(err, &alert) ||
+		(errors.As(err, &op) && op.Op == "remote error")
 }
 
 // newID is 128 random bits in hex, the same form the pipeline gives results.

@@ -494,7 +494,7 @@ func TestConnectProblem(t *testing.T) {
 			"closed the connection during the MQTT handshake"},
 		{packets.ErrorRefusedNotAuthorised, "refused the connection: not Authorized; check mqtt.username and mqtt.password"},
 	} {
-		if got := connectProblem("tcp://b:1", tc.err); !strings.Contains(got, tc.want) {
+		if got := connectProblem("tcp://b:1", tc.err, certAskedNot); !strings.Contains(got, tc.want) {
 			t.Errorf("connectProblem(%v) = %q, want it to contain %q", tc.err, got, tc.want)
 		}
 	}

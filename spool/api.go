@@ -10,7 +10,11 @@
 //
 // On Open the spool scans its folder: a torn tail is cut off and a corrupt record or
 // garbage is skipped (resynchronising on the next record marker), each reported with a
-// log line and counted; every intact record is kept.
+// log line and counted; every intact record is kept. Delivery is at least once: which
+// records are acked is checkpointed on the fsync schedule, so after a crash some acked
+// records may be handed out again (the result's own id lets consumers drop them).
+//
+// The on-disk format is described in format.go.
 package spool
 
 import (
@@ -26,24 +30,30 @@ type Options struct {
 	Dir string
 	// MaxBytes bounds the spool on disk. Past it the oldest segment is dropped and its
 	// records counted as dropped (reason "full"); Append never fails for lack of room
-	// while at least one segment can be dropped.
+	// while at least one segment can be dropped. A record larger than MaxBytes (with its
+	// 28-byte header) is refused. 0 means DefaultMaxBytes.
 	MaxBytes int64
-	// SegmentBytes is the size at which a segment is closed and a new one started.
+	// SegmentBytes is the size at which a segment is closed and a new one started; at
+	// most MaxBytes and MaxSegmentBytes. 0 means MaxBytes/8, at most DefaultSegmentBytes.
 	SegmentBytes int64
 	// FsyncInterval: 0 syncs every record before Append returns; above 0 syncs at most
 	// that long after an append (a background flush owned by the spool).
+	// The checkpoint of acked records is written on the same schedule.
 	FsyncInterval time.Duration
-	Log           *slog.Logger
+	// Log receives damage reports and drops; nil means slog.Default().
+	Log *slog.Logger
 	// Registerer for edged_mqtt_spool_bytes, edged_mqtt_spool_records,
 	// edged_mqtt_spool_oldest_age_seconds, edged_mqtt_spool_dropped_total{reason},
-	// edged_mqtt_spool_corrupt_total; nil registers nothing.
+	// edged_mqtt_spool_corrupt_total, edged_mqtt_spool_appended_total,
+	// edged_mqtt_spool_acked_total; nil registers nothing. Close unregisters them.
 	Registerer prometheus.Registerer
 }
 
 // Record is one spooled record as handed out by Next.
 type Record struct {
 	// ID orders records; it is unique within a spool for the life of its folder.
-	ID   uint64
+	ID uint64
+	// Data is read from disk by Next and belongs to the caller.
 	Data []byte
 	// Appended is when Append wrote it.
 	Appended time.Time
@@ -55,8 +65,8 @@ type Stats struct {
 	Bytes    int64 // on disk
 	Oldest   time.Time
 	Dropped  uint64 // records dropped because the spool was full
-	Corrupt  uint64 // records or byte ranges found damaged on Open
-	Appended uint64
+	Corrupt  uint64 // records, byte ranges or files found damaged (on Open, or by Next)
+	Appended uint64 // since Open, as are Dropped, Corrupt and Acked
 	Acked    uint64
 }
 
@@ -65,7 +75,7 @@ type Stats struct {
 //	func Open(o Options) (*Spool, error)  // scans and recovers; starts the flusher if FsyncInterval > 0
 //	func (s *Spool) Append(data []byte) error
 //	func (s *Spool) Next() (Record, bool) // the next record not handed out yet, in append order
-//	func (s *Spool) Ack(id uint64) error  // an id not handed out is an error
+//	func (s *Spool) Ack(id uint64) error  // an id not handed out is an error; one already acked or dropped is a no-op
 //	func (s *Spool) Rewind()              // hand out every unacked record again, in order
 //	func (s *Spool) Ready() <-chan struct{} // signalled after Append and Rewind
 //	func (s *Spool) Len() int             // records not yet acked

@@ -27,6 +27,7 @@ import (
 	"github.com/edgedrun/edged/models/demo"
 	"github.com/edgedrun/edged/pipeline"
 	"github.com/edgedrun/edged/publish"
+	"github.com/edgedrun/edged/spool"
 )
 
 func cmdRun(args []string) error {
@@ -103,6 +104,7 @@ type daemon struct {
 	log      *slog.Logger
 	reg      *prometheus.Registry
 	backend  *inference.ORT
+	spool    *spool.Spool
 	sessions []inference.Session
 	models   map[string]*pipeline.Model
 	broker   *publish.Broker
@@ -184,9 +186,26 @@ func newDaemon(cfg *config.Config, prof *hwprofiles.Profile, reasons []string, l
 	if err != nil {
 		return nil, err
 	}
+	// The spool outlives the publisher's Run: what is still undelivered at shutdown is
+	// written to it, and it is closed last.
+	d.spool, err = spool.Open(spool.Options{
+		Dir:           cfg.MQTT.Spool.Dir,
+		MaxBytes:      int64(cfg.MQTT.Spool.MaxBytes),
+		SegmentBytes:  int64(cfg.MQTT.Spool.SegmentBytes),
+		FsyncInterval: cfg.MQTT.Spool.Fsync.Interval(),
+		Log:           log.With("component", "spool"),
+		Registerer:    d.reg,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("mqtt.spool: %w", err)
+	}
+	if n := d.spool.Len(); n > 0 {
+		log.Info("results from an earlier run wait in the spool; delivering them first", "records", n, "dir", cfg.MQTT.Spool.Dir)
+	}
 	d.pub, err = publish.NewPublisher(publish.Config{
 		Broker:         brokerURL,
 		TLS:            tlsCfg,
+		Spool:          d.spool,
 		ClientID:       cfg.MQTT.ClientID,
 		Username:       cfg.MQTT.Username,
 		Password:       cfg.MQTT.Password,
@@ -394,11 +413,21 @@ func (d *daemon) logStop() {
 	}
 	st := d.pub.Stats()
 	attrs = append(attrs, "mqtt", fmt.Sprintf("accepted=%d acked=%d failed=%d", st.Accepted, st.Acked, st.Failed))
+	if d.spool != nil {
+		ss := d.spool.Stats()
+		attrs = append(attrs, "spool", fmt.Sprintf("records=%d bytes=%d dropped=%d corrupt=%d", ss.Records, ss.Bytes, ss.Dropped, ss.Corrupt))
+	}
 	d.log.Info("edged stopped", attrs...)
 }
 
 // close releases what newDaemon built; safe on a partly built daemon.
 func (d *daemon) close() {
+	if d.spool != nil {
+		if err := d.spool.Close(); err != nil {
+			d.log.Error("close the spool", "err", err)
+		}
+		d.spool = nil
+	}
 	for _, s := range d.sessions {
 		if err := s.Close(); err != nil {
 			d.log.Warn("close model session", "err", err)

@@ -47,11 +47,13 @@ type sourceCounts struct {
 }
 
 type mqttDoc struct {
-	Broker    string `json:"broker"`
-	Connected bool   `json:"connected"`
-	Accepted  uint64 `json:"accepted"`
-	Acked     uint64 `json:"acked"`
-	Failed    uint64 `json:"failed"`
+	Broker       string `json:"broker"`
+	Connected    bool   `json:"connected"`
+	Accepted     uint64 `json:"accepted"`
+	Acked        uint64 `json:"acked"`
+	Failed       uint64 `json:"failed"`
+	SpoolRecords int    `json:"spool_records"`
+	SpoolBytes   int64  `json:"spool_bytes"`
 }
 
 func (d *daemon) status() any {
@@ -79,6 +81,10 @@ func (d *daemon) status() any {
 	doc.MQTT = mqttDoc{Broker: d.cfg.MQTT.Broker, Connected: d.pub.Connected(), Accepted: st.Accepted, Acked: st.Acked, Failed: st.Failed}
 	if d.broker != nil {
 		doc.MQTT.Broker = "embedded " + d.broker.Addr()
+	}
+	if d.spool != nil {
+		ss := d.spool.Stats()
+		doc.MQTT.SpoolRecords, doc.MQTT.SpoolBytes = ss.Records, ss.Bytes
 	}
 	return doc
 }
