@@ -31,7 +31,9 @@ type Options struct {
 	// MaxBytes bounds the spool on disk. Past it the oldest segment is dropped and its
 	// records counted as dropped (reason "full"); Append never fails for lack of room
 	// while at least one segment can be dropped. A record larger than MaxBytes (with its
-	// 28-byte header) is refused. 0 means DefaultMaxBytes.
+	// 28-byte header) is refused. 0 means DefaultMaxBytes. When the disk fills up before
+	// MaxBytes (ENOSPC, EDQUOT), the oldest segments are dropped in the same way, reason
+	// "disk_full", keeping the segment being written to.
 	MaxBytes int64
 	// SegmentBytes is the size at which a segment is closed and a new one started; at
 	// most MaxBytes and MaxSegmentBytes. 0 means MaxBytes/8, at most DefaultSegmentBytes.
@@ -64,7 +66,7 @@ type Stats struct {
 	Records  int   // not yet acked (handed out or not)
 	Bytes    int64 // on disk
 	Oldest   time.Time
-	Dropped  uint64 // records dropped because the spool was full
+	Dropped  uint64 // records dropped because the spool (MaxBytes) or the disk was full
 	Corrupt  uint64 // records, byte ranges or files found damaged (on Open, or by Next)
 	Appended uint64 // since Open, as are Dropped, Corrupt and Acked
 	Acked    uint64

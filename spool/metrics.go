@@ -36,7 +36,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
-	st := c.s.Stats()
+	st, diskFull := c.s.snapshot()
 	age := 0.0
 	if !st.Oldest.IsZero() {
 		age = max(time.Since(st.Oldest).Seconds(), 0)
@@ -50,7 +50,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	g(c.bytes, float64(st.Bytes))
 	g(c.records, float64(st.Records))
 	g(c.oldestAge, age)
-	k(c.dropped, st.Dropped, "full")
+	k(c.dropped, st.Dropped-diskFull, "full")
+	k(c.dropped, diskFull, "disk_full")
 	k(c.corrupt, st.Corrupt)
 	k(c.appended, st.Appended)
 	k(c.acked, st.Acked)

@@ -75,6 +75,9 @@ type Spool struct {
 	wbuf []byte
 
 	dropped, corrupt, appended, ackedTotal uint64
+	// droppedDisk is the part of dropped that made room on a full disk (reason
+	// "disk_full"); the rest made room within MaxBytes (reason "full").
+	droppedDisk uint64
 }
 
 // segment is one segment file and the index of its records.
@@ -180,7 +183,11 @@ func (s *Spool) signal() {
 // Append writes data as the next record. With FsyncInterval 0 it is on stable storage
 // when Append returns; otherwise within FsyncInterval. When the spool would grow past
 // MaxBytes the oldest segments are dropped first (their unacked records counted as
-// dropped, reason "full"). An error means the record is not in the spool.
+// dropped, reason "full"). When the disk itself is full (ENOSPC, EDQUOT) the write is
+// cut off and retried after dropping the oldest segments one at a time (reason
+// "disk_full"), never the segment the record was being written to; when only that one
+// is left, Append fails with an error naming the folder and "disk full". An error means
+// the record is not in the spool.
 func (s *Spool) Append(data []byte) error {
 	frame := int64(headerSize + len(data))
 	if len(data) > maxPayload {
@@ -198,25 +205,21 @@ func (s *Spool) Append(data []byte) error {
 		s.seal()
 	}
 	for s.bytes+frame > s.o.MaxBytes && len(s.segs) > 0 && s.segs[0] != s.active {
-		s.dropOldest()
+		path := s.segs[0].path
+		lost, size := s.dropOldest()
+		s.log.Warn("spool: full; dropped the oldest segment", "file", path, "records", lost, "bytes", size, "max_bytes", s.o.MaxBytes)
 	}
 	if s.bytes+frame > s.o.MaxBytes {
 		// Cannot happen while SegmentBytes <= MaxBytes (Open checks): the active
 		// segment alone then always leaves room or has been sealed above.
 		return fmt.Errorf("append to spool %s: no room for %d bytes within max bytes %d", s.o.Dir, frame, s.o.MaxBytes)
 	}
-	created := false
-	if s.active == nil {
-		if err := s.create(); err != nil {
-			return err
-		}
-		created = true
-	}
-	g := s.active
 	id := s.nextID
-	ts := time.Now().UnixNano()
-	s.wbuf = appendFrame(s.wbuf[:0], id, ts, data)
-	err := s.write(g, created)
+	s.wbuf = appendFrame(s.wbuf[:0], id, time.Now().UnixNano(), data)
+	g, err := s.writeFrame()
+	if err != nil && diskFull(err) {
+		g, err = s.makeRoom(g, err)
+	}
 	if cap(s.wbuf) > 1<<20 {
 		s.wbuf = nil
 	}
@@ -231,6 +234,64 @@ func (s *Spool) Append(data []byte) error {
 	s.appended++
 	s.signal()
 	return nil
+}
+
+// writeFrame writes s.wbuf at the end of the active segment, starting one if there is
+// none. It returns the segment written to, or nil when none could be started.
+func (s *Spool) writeFrame() (*segment, error) {
+	created := false
+	if s.active == nil {
+		if err := s.create(); err != nil {
+			return nil, err
+		}
+		created = true
+	}
+	g := s.active
+	return g, s.write(g, created)
+}
+
+// makeRoom handles a write that failed because the disk is full: write has cut it off
+// (and sealed or removed the segment); makeRoom drops the oldest segment and writes
+// again, one segment at a time, until the write succeeds or only the segment the record
+// was first being written to is left. g and err are the failed write's.
+func (s *Spool) makeRoom(g *segment, err error) (*segment, error) {
+	// keep is the segment the record was being written to, if it holds records: it
+	// has the newest ones and stays. A segment started for the retry holds none (write
+	// removes it when it fails), so it never needs keeping.
+	var keep *segment
+	if g != nil && len(g.entries) > 0 {
+		keep = g
+	}
+	cause := err
+	lost, segs := 0, 0
+	var freed int64
+	defer func() {
+		if segs > 0 {
+			s.log.Warn("spool: disk full; dropped the oldest segments to make room",
+				"dir", s.o.Dir, "records", lost, "segments", segs, "bytes", freed, "err", cause)
+		}
+	}()
+	for diskFull(err) {
+		if len(s.segs) == 0 || s.segs[0] == keep {
+			return nil, fmt.Errorf("append to spool %s: disk full, and no older segment left to drop: %w", s.o.Dir, err)
+		}
+		n, size := s.dropOldest()
+		s.droppedDisk += uint64(n)
+		lost += n
+		segs++
+		freed += size
+		g, err = s.writeFrame()
+		if err == nil {
+			return g, nil
+		}
+	}
+	return nil, err
+}
+
+// diskFull reports whether err means the file system (or the user's quota) is out of
+// space.
+func diskFull(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
 }
 
 // create starts a new active segment named by the next ID.
@@ -310,10 +371,10 @@ func (s *Spool) seal() {
 	}
 }
 
-// dropOldest drops segs[0] because the spool is full.
-func (s *Spool) dropOldest() {
+// dropOldest drops segs[0] to make room, counting its unacked records as dropped, and
+// returns their number and the bytes freed; the caller logs why.
+func (s *Spool) dropOldest() (lost int, size int64) {
 	g := s.segs[0]
-	lost := 0
 	for i := range g.entries {
 		id := g.id(i)
 		if id < s.wm {
@@ -325,17 +386,17 @@ func (s *Spool) dropOldest() {
 		}
 		lost++
 	}
-	size := g.size
+	size = g.size
 	s.removeSeg(0, g)
 	s.unacked -= lost
 	s.dropped += uint64(lost)
-	s.log.Warn("spool: full; dropped the oldest segment", "file", g.path, "records", lost, "bytes", size, "max_bytes", s.o.MaxBytes)
 	if last := g.lastID(); last >= s.wm {
 		s.wm = last + 1
 		s.normalizeWM()
 		s.cursor = max(s.cursor, s.wm)
 		s.wmChanged()
 	}
+	return lost, size
 }
 
 // removeSeg deletes segment i (which is g) from the index and from disk.
@@ -593,6 +654,13 @@ func (s *Spool) Len() int {
 
 // Stats describe the spool now.
 func (s *Spool) Stats() Stats {
+	st, _ := s.snapshot()
+	return st
+}
+
+// snapshot returns Stats and, from the same moment, how many of the dropped records
+// made room on a full disk.
+func (s *Spool) snapshot() (Stats, uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return Stats{
@@ -603,7 +671,7 @@ func (s *Spool) Stats() Stats {
 		Corrupt:  s.corrupt,
 		Appended: s.appended,
 		Acked:    s.ackedTotal,
-	}
+	}, s.droppedDisk
 }
 
 // oldest returns the append time of the oldest unacked record, reading its header
@@ -788,28 +856,67 @@ func (s *Spool) writeCheckpoint(wm uint64) error {
 	if wm == s.ckptWM.Load() {
 		return nil
 	}
-	tmp := filepath.Join(s.o.Dir, checkpointTemp)
 	final := filepath.Join(s.o.Dir, checkpointName)
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
-	if err != nil {
-		return fmt.Errorf("write checkpoint: %w", err)
-	}
-	_, err = f.Write(encodeCheckpoint(wm))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, final)
-	}
-	if err == nil {
-		err = s.syncDir()
+	b := encodeCheckpoint(wm)
+	err := s.replaceCheckpoint(final, b)
+	if err != nil && diskFull(err) {
+		// No room for a new file (the spool may have filled the disk): overwrite the
+		// old checkpoint in place, which needs no new space. A torn overwrite fails
+		// its checksum on Open, which then hands out everything again, as with no
+		// checkpoint: at least once still holds.
+		if ierr := overwriteCheckpoint(final, b); ierr == nil {
+			err = nil
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("write checkpoint %s: %w", final, err)
 	}
 	s.ckptWM.Store(wm)
 	return nil
+}
+
+// replaceCheckpoint writes b to checkpoint.tmp, syncs it, renames it over final and
+// syncs the folder. When the disk is full it removes what it wrote of the temp file.
+func (s *Spool) replaceCheckpoint(final string, b []byte) error {
+	tmp := filepath.Join(s.o.Dir, checkpointTemp)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		if diskFull(err) {
+			_ = os.Remove(tmp)
+		}
+		return err
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		return err
+	}
+	return s.syncDir()
+}
+
+// overwriteCheckpoint writes b over an existing checkpoint file in place.
+func overwriteCheckpoint(final string, b []byte) error {
+	f, err := os.OpenFile(final, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteAt(b, 0)
+	if err == nil {
+		err = f.Truncate(int64(len(b)))
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
