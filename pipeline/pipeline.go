@@ -109,10 +109,11 @@ type source struct {
 	log         *slog.Logger
 	seq         atomic.Uint64
 
-	// Accounting. inFlight is raised before accepted and lowered after the outcome, so
-	// a snapshot taken in the right order never shows frames unaccounted for.
-	accepted, published, droppedFull, droppedStale, errs, droppedShutdown, inFlight atomic.Uint64
-	up                                                                              atomic.Bool
+	// Accounting: in flight is accepted minus every outcome. accepted is raised before
+	// a frame can reach an outcome and read after the outcomes (see counts), so a
+	// snapshot never shows a frame unaccounted for.
+	accepted, published, droppedFull, droppedStale, errs, droppedShutdown atomic.Uint64
+	up                                                                    atomic.Bool
 }
 
 type inspection struct {

@@ -166,14 +166,17 @@ func (l *tcpListener) Close(closeClients listeners.CloseFn) {
 	l.closed = true
 	l.mu.Unlock()
 	_ = l.ln.Close()
-	closeClients(l.ID())
-	// Connections still in their handshake are not clients yet; close them too.
+	// Close every connection ourselves and wait for their handlers before asking mochi
+	// to close its clients: mochi's closeListenerClients read-locks its client map twice
+	// over, which deadlocks when a handler that is attaching a client asks for the write
+	// lock in between.
 	l.mu.Lock()
 	for c := range l.conns {
 		_ = c.Close()
 	}
 	l.mu.Unlock()
 	l.wg.Wait()
+	closeClients(l.ID())
 }
 
 // staleAckHook removes, before a client's session is resumed, the PUBACKs that mochi
