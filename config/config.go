@@ -128,6 +128,26 @@ type MQTT struct {
 	TLS BrokerTLS `yaml:"tls"`
 	// Spool keeps results the broker has not acknowledged, on disk.
 	Spool Spool `yaml:"spool"`
+	// Format is the result payload: FormatJSON (edged's versioned JSON on
+	// edged/v1/...) or FormatSparkplugB (Eclipse Sparkplug B NBIRTH/NDATA/NDEATH on
+	// spBv1.0/..., for SCADA such as Ignition).
+	Format string `yaml:"format"`
+	// Sparkplug names the Sparkplug B edge node; used with FormatSparkplugB only.
+	Sparkplug Sparkplug `yaml:"sparkplug"`
+}
+
+// Payload formats of mqtt.format.
+const (
+	FormatJSON       = "json"
+	FormatSparkplugB = "sparkplug_b"
+)
+
+// Sparkplug names the edge node in spBv1.0/{group_id}/{type}/{edge_node_id}. Empty
+// values take the defaults: group_id the node's site, edge_node_id "{line}-{node}"
+// (node names repeat across lines).
+type Sparkplug struct {
+	GroupID    string `yaml:"group_id"`
+	EdgeNodeID string `yaml:"edge_node_id"`
 }
 
 // BrokerTLS holds the files and name for a broker reached over TLS. Empty keys take
@@ -216,6 +236,7 @@ func defaults() Config {
 			QoS:            1,
 			KeepAlive:      Duration(30 * time.Second),
 			ConnectTimeout: Duration(10 * time.Second),
+			Format:         FormatJSON,
 			Spool: Spool{
 				Dir:          "var/spool",
 				MaxBytes:     256 * MiB,

@@ -100,6 +100,14 @@ func (c *Config) Validate() error {
 	v.durRange("mqtt.connect_timeout", c.MQTT.ConnectTimeout, 0, maxConnectTimeout, false)
 	v.checkTLS(&c.MQTT)
 	v.spool("mqtt.spool", c.MQTT.Spool)
+	v.oneOf("mqtt.format", c.MQTT.Format, FormatJSON, FormatSparkplugB)
+	// Empty takes the default (site; {line}-{node}), made of names checked above.
+	if s := c.MQTT.Sparkplug.GroupID; s != "" {
+		v.name("mqtt.sparkplug.group_id", s)
+	}
+	if s := c.MQTT.Sparkplug.EdgeNodeID; s != "" {
+		v.name("mqtt.sparkplug.edge_node_id", s)
+	}
 
 	if c.Models.Dir == "" {
 		v.fail("models.dir: empty")

@@ -45,6 +45,16 @@ type Config struct {
 	// always published at QoS 1 or higher, since a lost `offline` would leave a dead box
 	// looking alive.
 	QoS *byte `yaml:"qos"`
+	// Format is the result payload: FormatJSON (the default, also for "") or
+	// FormatSparkplugB. With Sparkplug B results go out as NDATA on
+	// spBv1.0/{group_id}/NDATA/{edge_node_id}, encoded as they are sent (seq belongs
+	// to the connection), an NBIRTH replaces the `online` status on every connection
+	// and an NDEATH the `offline` one, as will and at shutdown; events stay JSON on
+	// the event topic. It needs a Spool: each connection gets a client of its own,
+	// whose will carries that connection's bdSeq.
+	Format string `yaml:"format"`
+	// Sparkplug names the Sparkplug B edge node; used with FormatSparkplugB only.
+	Sparkplug SparkplugConfig `yaml:"sparkplug"`
 	// Site, Line and Node are the topic levels after edged/v1/.
 	Site string `yaml:"site"`
 	Line string `yaml:"line"`
@@ -131,6 +141,23 @@ func (c *Config) Validate() error {
 	if c.QueueSize < 0 {
 		bad("mqtt.queue_size: %d is negative", c.QueueSize)
 	}
+	switch c.Format {
+	case "", FormatJSON:
+	case FormatSparkplugB:
+		if c.Spool == nil {
+			bad("mqtt.format: %q needs the spool (Config.Spool): Sparkplug B takes a client per connection", c.Format)
+		}
+		for _, f := range []struct{ key, v string }{{"mqtt.sparkplug.group_id", c.Sparkplug.GroupID}, {"mqtt.sparkplug.edge_node_id", c.Sparkplug.EdgeNodeID}} {
+			if f.v == "" {
+				continue // the default, from the topic levels checked above
+			}
+			if err := checkTopicLevel(f.v); err != nil {
+				bad("%s: %q %w", f.key, f.v, err)
+			}
+		}
+	default:
+		bad("mqtt.format: %q is not one of %s, %s", c.Format, FormatJSON, FormatSparkplugB)
+	}
 	return errors.Join(errs...)
 }
 
@@ -142,6 +169,9 @@ func (c Config) withDefaults() Config {
 	if c.QoS == nil {
 		c.QoS = new(byte(DefaultQoS))
 	}
+	setDefault(&c.Format, FormatJSON)
+	setDefault(&c.Sparkplug.GroupID, c.Site)
+	setDefault(&c.Sparkplug.EdgeNodeID, c.Line+"-"+c.Node)
 	setDefault(&c.KeepAlive, DefaultKeepAlive)
 	setDefault(&c.ConnectTimeout, DefaultConnectTimeout)
 	setDefault(&c.WriteTimeout, DefaultWriteTimeout)

@@ -154,6 +154,8 @@ type Publisher struct {
 
 	store   *sessionStore
 	metrics publisherMetrics
+	// spb is the Sparkplug B edge node with Config.Format sparkplug_b; nil with JSON.
+	spb *spbNode
 }
 
 // Values of Publisher.certAsked.
@@ -221,6 +223,9 @@ func NewPublisher(cfg Config, reg prometheus.Registerer, log *slog.Logger) (*Pub
 		queue:       make(chan message, cfg.QueueSize),
 		stopping:    make(chan struct{}),
 		store:       newSessionStore(),
+	}
+	if cfg.Format == FormatSparkplugB {
+		p.spb = newSpbNode(cfg, p.resultTopic)
 	}
 	published := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "edged_mqtt_published_total",
@@ -440,7 +445,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 		sent: make(chan pending, p.cfg.MaxInflight+4),
 	}
 	if r.spool == nil {
-		r.client = mqtt.NewClient(p.clientOptions(r.lost, 0))
+		r.client = mqtt.NewClient(p.clientOptions(r.lost, 0, 0))
 		r.startSender()
 	} else if n := r.spool.Len(); n > 0 {
 		r.setSpooling(true, "records left by an earlier run", "records", n)
@@ -461,7 +466,10 @@ func (p *Publisher) Run(ctx context.Context) error {
 // them): a publish that was blocked inside the client when its connection died can
 // then never go out on the next connection, ahead of the replay of older records, and
 // packet ids of the old connection can never be confused with the new one's.
-func (p *Publisher) clientOptions(lost chan<- lostEvent, gen int) *mqtt.ClientOptions {
+//
+// With Sparkplug B the will is the NDEATH carrying bdSeq, the birth/death sequence of
+// the connection this client makes.
+func (p *Publisher) clientOptions(lost chan<- lostEvent, gen int, bdSeq uint64) *mqtt.ClientOptions {
 	o := mqtt.NewClientOptions().
 		AddBroker(p.cfg.Broker).
 		SetClientID(p.cfg.ClientID).
@@ -493,6 +501,10 @@ func (p *Publisher) clientOptions(lost chan<- lostEvent, gen int) *mqtt.ClientOp
 			default:
 			}
 		})
+	if p.spb != nil {
+		// Sparkplug B: NDEATH at QoS 1, not retained, in place of the retained status.
+		o.SetBinaryWill(p.spb.deathTopic, p.spb.death(bdSeq), 1, false)
+	}
 	if p.cfg.Spool == nil {
 		// With a spool each client keeps paho's default store, its own.
 		o.SetStore(p.store)
@@ -612,6 +624,12 @@ type runner struct {
 	handedOut  uint64
 	recBuf     []byte
 	appendErrs int // consecutive failed appends, for the log
+
+	// Sparkplug B only: bdSeq is the birth/death sequence of the next connection (its
+	// client's will carries it; it moves on once a connection is made), connBdSeq the
+	// current connection's.
+	bdSeq     uint64
+	connBdSeq uint64
 }
 
 // lostEvent is a client's report of its lost connection.
@@ -646,14 +664,24 @@ func (r *runner) startSender() {
 	}
 	r.sendq = make(chan message, size)
 	r.senders++
-	go sender(r.client, r.gen, r.sendq, r.sent)
+	var enc *spbConn
+	if r.p.spb != nil {
+		enc = &spbConn{node: r.p.spb, bdSeq: r.connBdSeq, client: r.client}
+	}
+	go sender(r.client, r.gen, r.sendq, r.sent, enc)
 }
 
 // sender publishes what the loop hands it, in order, until sendq is closed, and then
-// says it ended.
-func sender(client mqtt.Client, gen int, sendq <-chan message, sent chan<- pending) {
+// says it ended. With Sparkplug B, enc encodes each message as it goes out (the seq
+// is the connection's); what comes back to the loop is the message as it was handed
+// over, so that a failed one is spooled as the result, not as a stale NDATA.
+func sender(client mqtt.Client, gen int, sendq <-chan message, sent chan<- pending, enc *spbConn) {
 	for m := range sendq {
-		tok := client.Publish(m.topic, m.qos, m.retained, m.payload)
+		out := m
+		if enc != nil {
+			out = enc.encode(m)
+		}
+		tok := client.Publish(out.topic, out.qos, out.retained, out.payload)
 		var mid uint16
 		if t, ok := tok.(interface{ MessageID() uint16 }); ok {
 			mid = t.MessageID()
@@ -722,7 +750,7 @@ func (r *runner) loop(ctx context.Context) {
 		default:
 			if r.spool != nil {
 				r.gen++
-				r.client = mqtt.NewClient(p.clientOptions(r.lost, r.gen))
+				r.client = mqtt.NewClient(p.clientOptions(r.lost, r.gen, r.bdSeq))
 			}
 			// The TLS handshake of this attempt says anew whether a client
 			// certificate was asked for.
@@ -893,6 +921,8 @@ func (r *runner) connectDone() {
 		args = append(args, "spool_records", r.spool.Len())
 	}
 	p.log.Info("mqtt connected", args...)
+	r.connBdSeq = r.bdSeq
+	r.bdSeq = (r.bdSeq + 1) % spbMaxBdSeq
 	if r.spool != nil {
 		r.startSender()
 	}
@@ -1265,7 +1295,12 @@ func (r *runner) finish() {
 
 	if r.open && r.client.IsConnectionOpen() {
 		wait := max(time.Until(r.drainEnds), minOfflineWait)
-		tok := r.client.Publish(p.statusTopic, p.statusQoS, true, StatusOffline)
+		var tok mqtt.Token
+		if p.spb != nil {
+			tok = r.client.Publish(p.spb.deathTopic, 1, false, p.spb.death(r.connBdSeq))
+		} else {
+			tok = r.client.Publish(p.statusTopic, p.statusQoS, true, StatusOffline)
+		}
 		timer := time.NewTimer(wait)
 		for waiting := true; waiting; {
 			waiting = false

@@ -216,6 +216,12 @@ func newDaemon(cfg *config.Config, prof *hwprofiles.Profile, reasons []string, l
 		KeepAlive:      cfg.MQTT.KeepAlive.Std(),
 		ConnectTimeout: cfg.MQTT.ConnectTimeout.Std(),
 		DrainTimeout:   cfg.ShutdownTimeout.Std() / 2,
+		Format:         cfg.MQTT.Format,
+		Sparkplug: publish.SparkplugConfig{
+			GroupID:     cfg.MQTT.Sparkplug.GroupID,
+			EdgeNodeID:  cfg.MQTT.Sparkplug.EdgeNodeID,
+			Inspections: inspectionNames(cfg.Inspections),
+		},
 	}, d.reg, log)
 	if err != nil {
 		return nil, err
@@ -440,4 +446,13 @@ func (d *daemon) close() {
 		}
 		d.backend = nil
 	}
+}
+
+// inspectionNames are the names of the inspections, which a Sparkplug B birth declares.
+func inspectionNames(ins []config.Inspection) []string {
+	names := make([]string, len(ins))
+	for i := range ins {
+		names[i] = ins[i].Name
+	}
+	return names
 }
