@@ -1,8 +1,12 @@
 package publish
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -263,24 +267,51 @@ func (s *subscriber) nextStatus(t testing.TB, topic string) mqtt.Message {
 	}
 }
 
-// proxy forwards TCP connections to a broker and can cut them all at once, which is
-// what a pulled cable or a crashed box looks like to the broker: no DISCONNECT, just a
-// dead socket.
+// proxy forwards TCP connections to a broker. It can cut them all at once (sever), which
+// is what a pulled cable or a crashed box looks like to the broker: no DISCONNECT, just
+// a dead socket. It can be closed (setDown), hanging up on every new connection until
+// it is opened again, so that a test decides when the publisher gets back in. And,
+// started withRecording, it reads the MQTT packets going through: which results the
+// publisher sent, in what order, and which ones the broker acknowledged (PUBACK), with
+// the time; the test's independent witness of what the broker took responsibility for.
 type proxy struct {
 	ln     net.Listener
 	target string
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{}
+	record bool
+	down   atomic.Bool
 	wg     sync.WaitGroup
+
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+	// sent lists result publishes in the order they passed, across connections.
+	sent []wirePub
+	// acks holds, per result id, when the broker acknowledged it, every time it did.
+	acks map[string][]time.Time
 }
 
-func startProxy(t testing.TB, brokerURL string) *proxy {
+// proxyOption configures startProxy.
+type proxyOption func(*proxy)
+
+// withRecording makes the proxy decode and record result PUBLISHes and their PUBACKs.
+func withRecording(p *proxy) { p.record = true }
+
+type wirePub struct {
+	id, inspection string
+	seq            uint64
+	dup            bool
+}
+
+// startProxy forwards to target, a broker URL ("tcp://host:port") or a bare address.
+func startProxy(t testing.TB, target string, opts ...proxyOption) *proxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proxy{ln: ln, target: strings.TrimPrefix(brokerURL, "tcp://"), conns: map[net.Conn]struct{}{}}
+	p := &proxy{ln: ln, target: strings.TrimPrefix(target, "tcp://"), conns: map[net.Conn]struct{}{}, acks: map[string][]time.Time{}}
+	for _, o := range opts {
+		o(p)
+	}
 	p.wg.Add(1)
 	go p.accept()
 	t.Cleanup(func() {
@@ -293,12 +324,30 @@ func startProxy(t testing.TB, brokerURL string) *proxy {
 
 func (p *proxy) url() string { return "tcp://" + p.ln.Addr().String() }
 
+// setDown closes the way to the broker (every new connection is hung up on) or opens
+// it. Connections already open are left alone: sever cuts them.
+func (p *proxy) setDown(down bool) { p.down.Store(down) }
+
+// sever closes every forwarded connection on both sides.
+func (p *proxy) sever() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		_ = c.Close()
+		delete(p.conns, c)
+	}
+}
+
 func (p *proxy) accept() {
 	defer p.wg.Done()
 	for {
 		in, err := p.ln.Accept()
 		if err != nil {
 			return
+		}
+		if p.down.Load() {
+			_ = in.Close()
+			continue
 		}
 		out, err := net.Dial("tcp", p.target)
 		if err != nil {
@@ -309,8 +358,14 @@ func (p *proxy) accept() {
 		p.conns[in], p.conns[out] = struct{}{}, struct{}{}
 		p.mu.Unlock()
 		p.wg.Add(2)
-		go p.pipe(out, in)
-		go p.pipe(in, out)
+		if !p.record {
+			go p.pipe(out, in)
+			go p.pipe(in, out)
+			continue
+		}
+		c := &proxyConn{p: p, mids: map[uint16]string{}}
+		go p.pipePackets(out, in, c.clientPacket)
+		go p.pipePackets(in, out, c.brokerPacket)
 	}
 }
 
@@ -321,14 +376,165 @@ func (p *proxy) pipe(dst, src net.Conn) {
 	_ = src.Close()
 }
 
-// sever closes every forwarded connection on both sides.
-func (p *proxy) sever() {
+// pipePackets forwards whole packets from src to dst, showing each to see first.
+func (p *proxy) pipePackets(dst, src net.Conn, see func(hdr byte, body []byte)) {
+	defer p.wg.Done()
+	defer func() {
+		_ = dst.Close()
+		_ = src.Close()
+	}()
+	r := bufio.NewReader(src)
+	for {
+		raw, hdr, body, err := readPacket(r)
+		if err != nil {
+			return
+		}
+		see(hdr, body)
+		if _, err := dst.Write(raw); err != nil {
+			return
+		}
+	}
+}
+
+// readPacket reads one MQTT control packet: the fixed header, the remaining length
+// (1 to 4 bytes), the rest. raw is all of it, as read.
+func readPacket(r *bufio.Reader) (raw []byte, hdr byte, body []byte, err error) {
+	hdr, err = r.ReadByte()
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	raw = append(raw, hdr)
+	n, shift := 0, 0
+	for i := 0; ; i++ {
+		if i == 4 {
+			return nil, 0, nil, errors.New("remaining length longer than 4 bytes")
+		}
+		b, err := r.ReadByte()
+		if err != nil {
+			return nil, 0, nil, err
+		}
+		raw = append(raw, b)
+		n |= int(b&0x7f) << shift
+		shift += 7
+		if b&0x80 == 0 {
+			break
+		}
+	}
+	start := len(raw)
+	raw = append(raw, make([]byte, n)...)
+	if _, err := io.ReadFull(r, raw[start:]); err != nil {
+		return nil, 0, nil, err
+	}
+	return raw, hdr, raw[start:], nil
+}
+
+// proxyConn is one recorded connection: packet ids are per connection.
+type proxyConn struct {
+	p    *proxy
+	mu   sync.Mutex
+	mids map[uint16]string // packet id -> result id, for publishes awaiting PUBACK
+}
+
+func (c *proxyConn) clientPacket(hdr byte, body []byte) {
+	if hdr>>4 != 3 { // PUBLISH
+		return
+	}
+	qos := hdr >> 1 & 3
+	if len(body) < 2 {
+		return
+	}
+	tl := int(binary.BigEndian.Uint16(body))
+	if len(body) < 2+tl {
+		return
+	}
+	topic := string(body[2 : 2+tl])
+	rest := body[2+tl:]
+	var mid uint16
+	if qos > 0 {
+		if len(rest) < 2 {
+			return
+		}
+		mid, rest = binary.BigEndian.Uint16(rest), rest[2:]
+	}
+	if !strings.Contains(topic, "/result/") {
+		return
+	}
+	var r Result
+	if err := json.Unmarshal(rest, &r); err != nil {
+		return
+	}
+	c.mu.Lock()
+	c.mids[mid] = r.ID
+	c.mu.Unlock()
+	c.p.mu.Lock()
+	c.p.sent = append(c.p.sent, wirePub{id: r.ID, inspection: r.Inspection, seq: r.Seq, dup: hdr&0x08 != 0})
+	c.p.mu.Unlock()
+}
+
+func (c *proxyConn) brokerPacket(hdr byte, body []byte) {
+	if hdr>>4 != 4 || len(body) < 2 { // PUBACK
+		return
+	}
+	mid := binary.BigEndian.Uint16(body)
+	c.mu.Lock()
+	id, ok := c.mids[mid]
+	delete(c.mids, mid)
+	c.mu.Unlock()
+	if !ok {
+		return
+	}
+	now := time.Now()
+	c.p.mu.Lock()
+	c.p.acks[id] = append(c.p.acks[id], now)
+	c.p.mu.Unlock()
+}
+
+// mustRecord guards the recording's readers: a proxy started without recording has
+// seen nothing, which must not read as "the broker acknowledged nothing".
+func (p *proxy) mustRecord() {
+	if !p.record {
+		panic("proxy: started without withRecording")
+	}
+}
+
+// ackedCount is how many distinct results the broker acknowledged.
+func (p *proxy) ackedCount() int {
+	p.mustRecord()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for c := range p.conns {
-		_ = c.Close()
-		delete(p.conns, c)
+	return len(p.acks)
+}
+
+// ackedSet is the results the broker acknowledged so far.
+func (p *proxy) ackedSet() map[string]bool {
+	p.mustRecord()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	set := make(map[string]bool, len(p.acks))
+	for id := range p.acks {
+		set[id] = true
 	}
+	return set
+}
+
+func (p *proxy) ackTimes(id string) []time.Time {
+	p.mustRecord()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]time.Time(nil), p.acks[id]...)
+}
+
+// checkSendOrder checks that the publisher sent every result's first copy after the
+// first copies of all earlier results of the same inspection.
+func (p *proxy) checkSendOrder(t testing.TB) (copies int) {
+	t.Helper()
+	p.mustRecord()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	checkFirstCopyOrder(t, "publisher to broker", len(p.sent), func(i int) (string, string, uint64) {
+		return p.sent[i].id, p.sent[i].inspection, p.sent[i].seq
+	})
+	return len(p.sent)
 }
 
 // freeAddr returns a loopback address nothing listens on (for the moment).

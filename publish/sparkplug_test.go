@@ -1,11 +1,7 @@
 package publish
 
 import (
-	"io"
-	"net"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,75 +12,6 @@ import (
 	"github.com/edgedrun/edged/sparkplug/spbtest"
 	"github.com/edgedrun/edged/spool"
 )
-
-// gate forwards TCP connections to a broker while open; closed, it hangs up on every
-// new connection, so that a test decides when the publisher gets back in.
-type gate struct {
-	ln     net.Listener
-	target string
-	open   atomic.Bool
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{}
-	wg     sync.WaitGroup
-}
-
-func startGate(t testing.TB, target string) *gate {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := &gate{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
-	g.open.Store(true)
-	g.wg.Add(1)
-	go func() {
-		defer g.wg.Done()
-		for {
-			in, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			if !g.open.Load() {
-				_ = in.Close()
-				continue
-			}
-			out, err := net.Dial("tcp", g.target)
-			if err != nil {
-				_ = in.Close()
-				continue
-			}
-			g.mu.Lock()
-			g.conns[in], g.conns[out] = struct{}{}, struct{}{}
-			g.mu.Unlock()
-			g.wg.Add(2)
-			for _, c := range [][2]net.Conn{{out, in}, {in, out}} {
-				go func() {
-					defer g.wg.Done()
-					_, _ = io.Copy(c[0], c[1])
-					_ = c[0].Close()
-					_ = c[1].Close()
-				}()
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		g.sever()
-		g.wg.Wait()
-	})
-	return g
-}
-
-func (g *gate) url() string { return "tcp://" + g.ln.Addr().String() }
-
-func (g *gate) sever() {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	for c := range g.conns {
-		_ = c.Close()
-		delete(g.conns, c)
-	}
-}
 
 // spbSub subscribes to spBv1.0/# at QoS 0, so that the broker passes births (QoS 0)
 // and data (QoS 1) on in the order they came, and checks the seq rules as messages
@@ -233,7 +160,7 @@ func checkNDATA(t *testing.T, p spbtest.Payload, r *Result) {
 // replayed as NDATA with fresh seqs after its restart, and the NDEATH at shutdown.
 func TestSparkplugB(t *testing.T) {
 	srv := testmqtt.StartServer(t, testmqtt.Options{})
-	g := startGate(t, srv.Addr())
+	g := startProxy(t, srv.Addr())
 	sub := subscribeSpb(t, srv.URL())
 
 	sp, _ := openSpool(t, spool.Options{})
@@ -308,7 +235,7 @@ func TestSparkplugB(t *testing.T) {
 
 	// The broker restarts; results published meanwhile wait in the spool and go out
 	// as NDATA after the new birth, with seqs from 1.
-	g.open.Store(false)
+	g.setDown(true)
 	srv.Stop()
 	waitFor(t, "the publisher to notice", func() bool { return !p.Connected() })
 	spooled := makeResults(20)
@@ -316,7 +243,7 @@ func TestSparkplugB(t *testing.T) {
 	waitFor(t, "results in the spool", func() bool { return sp.Len() == len(spooled) })
 	srv.Start()
 	sub = subscribeSpb(t, srv.URL())
-	g.open.Store(true)
+	g.setDown(false)
 	p.waitConnected(t)
 	b := sub.get(t)
 	if b.kind != sparkplug.NBIRTH || bdSeqOf(t, b) != 2 {

@@ -26,7 +26,7 @@ const sessionSaved = 3 * time.Second
 // order per inspection.
 //
 // What the test holds the publisher to is what it controls: a PUBACK from the broker
-// for every result, seen on the wire by a proxy (wire), and the order of first copies.
+// for every result, seen on the wire by a recording proxy, and the order of first copies.
 // The broker's own part: mosquitto acknowledges a message before it saves it, so when
 // it is killed it can lose what it had acknowledged but neither passed on nor saved yet.
 // That loss is the broker's, and the test tells it apart exactly: at each kill it notes
@@ -50,7 +50,7 @@ func TestSpoolBrokerOutages(t *testing.T) {
 	}
 	start := time.Now()
 	srv := testmqtt.StartServer(t, testmqtt.Options{Persistence: true})
-	w := startWire(t, srv.Addr())
+	w := startProxy(t, srv.Addr(), withRecording)
 	sub := startPersistentSub(t, srv.URL(), "edged/v1/s1/l1/n1/result/#")
 	subscribed := time.Now()
 
@@ -215,7 +215,7 @@ func TestSpoolBrokerOutages(t *testing.T) {
 // waitCaughtUp waits until the publisher sends directly again and the subscriber has
 // (nearly) everything the broker acknowledged, leaving out what an earlier kill may
 // have cost.
-func waitCaughtUp(t testing.TB, p *running, w *wire, sub *persistentSub, atKill map[string]time.Time) {
+func waitCaughtUp(t testing.TB, p *running, w *proxy, sub *persistentSub, atKill map[string]time.Time) {
 	t.Helper()
 	behind := func() int {
 		got := map[string]bool{}
@@ -249,7 +249,7 @@ func TestSpoolSeveredConnections(t *testing.T) {
 	for _, bk := range brokerKinds {
 		t.Run(bk.name, func(t *testing.T) {
 			url := bk.start(t)
-			w := startWire(t, trimScheme(url))
+			w := startProxy(t, trimScheme(url), withRecording)
 			sub := startPersistentSub(t, url, "edged/v1/s1/l1/n1/result/#")
 			sp, _ := openSpool(t, spool.Options{FsyncInterval: 10 * time.Millisecond})
 			cfg := testConfig(w.url())
@@ -386,7 +386,7 @@ func TestSpoolLeftByEarlierRun(t *testing.T) {
 func TestSpoolFullDuringLongOutage(t *testing.T) {
 	const n = 1500
 	url := testmqtt.Start(t)
-	w := startWire(t, trimScheme(url))
+	w := startProxy(t, trimScheme(url), withRecording)
 	w.setDown(true)
 	sub := subscribe(t, url, "edged/v1/s1/l1/n1/result/#")
 	sp, spReg := openSpool(t, spool.Options{MaxBytes: 32 << 10, SegmentBytes: 8 << 10, FsyncInterval: 10 * time.Millisecond})
