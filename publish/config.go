@@ -81,9 +81,10 @@ type Config struct {
 	// before anything newer, once the broker is back, in this Run or a later one. The
 	// publisher appends, reads and acknowledges records but never closes the spool: its
 	// owner opens it before NewPublisher and closes it after Run returned; one
-	// publisher at a time may use it. With a spool the broker session is clean: the
-	// spool is the session. Nil keeps results in memory only, and a persistent broker
-	// session re-sends what was in flight.
+	// publisher at a time may use it. With a spool the broker session is still
+	// persistent (clean only at QoS 2 and with Sparkplug B), but the spool, not paho,
+	// re-sends what was not acknowledged. Nil keeps results in memory only, and paho
+	// re-sends what was in flight.
 	Spool *spool.Spool `yaml:"-"`
 	// OnResult, when set, is called once for every result Publish accepted: with a nil
 	// error when the broker acknowledged it (at QoS 0: when it was written), with

@@ -287,6 +287,16 @@ type proxy struct {
 	sent []wirePub
 	// acks holds, per result id, when the broker acknowledged it, every time it did.
 	acks map[string][]time.Time
+	// sessions holds, per connection in the order of their CONNECTs, the clean session
+	// flag the client sent and the session present flag of the broker's CONNACK.
+	sessions []*sessionSeen
+}
+
+// sessionSeen is one recorded connection's CONNECT and CONNACK.
+type sessionSeen struct {
+	clean          bool
+	acked          bool // a CONNACK came
+	sessionPresent bool
 }
 
 // proxyOption configures startProxy.
@@ -433,9 +443,25 @@ type proxyConn struct {
 	p    *proxy
 	mu   sync.Mutex
 	mids map[uint16]string // packet id -> result id, for publishes awaiting PUBACK
+	sess *sessionSeen      // set by the CONNECT
 }
 
 func (c *proxyConn) clientPacket(hdr byte, body []byte) {
+	if hdr>>4 == 1 { // CONNECT: protocol name, level, flags (bit 1: clean session)
+		if len(body) < 2 {
+			return
+		}
+		if at := 2 + int(binary.BigEndian.Uint16(body)) + 1; len(body) > at {
+			ss := &sessionSeen{clean: body[at]&0x02 != 0}
+			c.mu.Lock()
+			c.sess = ss
+			c.mu.Unlock()
+			c.p.mu.Lock()
+			c.p.sessions = append(c.p.sessions, ss)
+			c.p.mu.Unlock()
+		}
+		return
+	}
 	if hdr>>4 != 3 { // PUBLISH
 		return
 	}
@@ -472,6 +498,18 @@ func (c *proxyConn) clientPacket(hdr byte, body []byte) {
 }
 
 func (c *proxyConn) brokerPacket(hdr byte, body []byte) {
+	if hdr>>4 == 2 && len(body) >= 2 { // CONNACK: flags (bit 0: session present), return code
+		c.mu.Lock()
+		ss := c.sess
+		c.mu.Unlock()
+		if ss != nil {
+			c.p.mu.Lock()
+			ss.acked = body[1] == 0
+			ss.sessionPresent = body[0]&0x01 != 0
+			c.p.mu.Unlock()
+		}
+		return
+	}
 	if hdr>>4 != 4 || len(body) < 2 { // PUBACK
 		return
 	}
@@ -503,6 +541,30 @@ func (p *proxy) ackedCount() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return len(p.acks)
+}
+
+// connections returns what the recorded connections' CONNECT and CONNACK said, oldest
+// first.
+func (p *proxy) connections() []sessionSeen {
+	p.mustRecord()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]sessionSeen, len(p.sessions))
+	for i, ss := range p.sessions {
+		out[i] = *ss
+	}
+	return out
+}
+
+// connAcks counts the connections the broker accepted.
+func (p *proxy) connAcks() int {
+	n := 0
+	for _, ss := range p.connections() {
+		if ss.acked {
+			n++
+		}
+	}
+	return n
 }
 
 // ackedSet is the results the broker acknowledged so far.

@@ -463,9 +463,21 @@ func (p *Publisher) Run(ctx context.Context) error {
 //
 // Without a spool one client serves every connection, so that paho's session store
 // carries over. With one, each connection attempt gets a fresh client (gen numbers
-// them): a publish that was blocked inside the client when its connection died can
-// then never go out on the next connection, ahead of the replay of older records, and
-// packet ids of the old connection can never be confused with the new one's.
+// them) with a fresh, empty store: a publish that was blocked inside the client when
+// its connection died can then never go out on the next connection, ahead of the
+// replay of older records, and paho has nothing of its own to re-send.
+//
+// The broker session is persistent (clean session off), with a spool too, so that a
+// plant's broker keeps the box's session across outages (see sessionClean for the
+// exceptions). With a spool that is safe because:
+//   - paho re-sends nothing: the new client's store is empty; the spool re-sends, in
+//     order, what the broker had not acknowledged;
+//   - paho leaves the tokens of a lost connection uncompleted when the session is not
+//     clean; nothing waits on them alone: the loop settles a lost connection's messages
+//     on the client's loss report (abandon), finish waits on the offline status with a
+//     timer and the loss report, and spoolRest only looks at tokens without waiting;
+//   - at QoS 0 and 1 the broker keeps no state for messages it received, so a new
+//     client's packet ids cannot collide with the old connection's.
 //
 // With Sparkplug B the will is the NDEATH carrying bdSeq, the birth/death sequence of
 // the connection this client makes.
@@ -475,15 +487,13 @@ func (p *Publisher) clientOptions(lost chan<- lostEvent, gen int, bdSeq uint64) 
 		SetClientID(p.cfg.ClientID).
 		SetUsername(p.cfg.Username).
 		SetPassword(p.cfg.Password).
-		// Without a spool, a persistent session keeps the broker's state across
-		// reconnects and lets paho re-send unacknowledged messages from the store.
-		// With one, the spool is the session: it re-sends, in order, what was not
-		// acknowledged, after a reconnect and after a restart. paho re-sending the same
-		// messages from memory as well would double every in-flight message on each
-		// reconnect; with a clean session paho also fails the tokens of a lost
-		// connection at once, instead of completing them as if acknowledged when it
-		// re-sends them.
-		SetCleanSession(p.cfg.Spool != nil).
+		// A persistent session keeps the broker's state across reconnects. Without a
+		// spool paho re-sends unacknowledged messages from the shared store. With one,
+		// the spool re-sends, in order, what was not acknowledged, after a reconnect
+		// and after a restart; each client's store starts empty (below), so paho
+		// re-sends nothing of its own that would double every in-flight message, or
+		// complete tokens as if acknowledged when it re-sends them.
+		SetCleanSession(p.sessionClean()).
 		// Without an explicit version paho retries a refused 3.1.1 connect as 3.1, and
 		// the operator sees "unacceptable protocol version" instead of the real cause.
 		SetProtocolVersion(4).
@@ -506,14 +516,34 @@ func (p *Publisher) clientOptions(lost chan<- lostEvent, gen int, bdSeq uint64) 
 		o.SetBinaryWill(p.spb.deathTopic, p.spb.death(bdSeq), 1, false)
 	}
 	if p.cfg.Spool == nil {
-		// With a spool each client keeps paho's default store, its own.
 		o.SetStore(p.store)
+	} else {
+		// Its own, empty: nothing from an earlier connection is re-sent by paho.
+		o.SetStore(mqtt.NewMemoryStore())
 	}
 	if p.cfg.TLS != nil {
 		// A copy: cfg.TLS stays as the caller made it.
 		o.SetTLSConfig(p.watchCertRequest(p.cfg.TLS))
 	}
 	return o
+}
+
+// sessionClean reports whether the publisher connects with a clean session. It does
+// not (the session is persistent) except with a spool at QoS 2, or with a spool and
+// Sparkplug B:
+//   - QoS 2: the broker keeps, for the session, every QoS 2 packet id it sent PUBREC
+//     for until the PUBREL comes, and must take a new PUBLISH with such an id for a
+//     duplicate (MQTT 3.1.1, 4.3.3, method B): it acknowledges it and drops it. Each
+//     connection's client starts with an empty store and hands out packet ids anew,
+//     so its first messages could reuse ids the old connection left half done, and be
+//     lost while reported delivered. A clean session drops that state at connect.
+//     (Without a spool there is one client and one store across connections: paho
+//     reserves the stored ids and finishes their flows, so no id is reused.)
+//   - Sparkplug B requires a clean session of MQTT 3.1.1 edge nodes (Sparkplug 3.0,
+//     tck-id-principles-persistence-clean-session-311); a spooled Sparkplug publisher
+//     keeps the clean session it always had.
+func (p *Publisher) sessionClean() bool {
+	return p.cfg.Spool != nil && (p.qos == 2 || p.spb != nil)
 }
 
 // watchCertRequest returns a copy of c that records in p.certAsked whether the broker
@@ -1038,8 +1068,8 @@ func (r *runner) settle() {
 			return
 		}
 	}
-	// With a spool the session is clean and paho re-sends nothing, so a completed
-	// token is the acknowledgement.
+	// With a spool each client's store starts empty and paho re-sends nothing, so a
+	// completed token is the acknowledgement.
 	if r.spool == nil && w.msg.qos > 0 {
 		if ch, waiting := r.p.store.waitAck(w.mid); waiting {
 			w.resent, w.ackCh = true, ch

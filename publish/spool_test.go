@@ -592,3 +592,128 @@ func silent(c net.Conn) {
 		}
 	}
 }
+
+// TestSpoolPersistentSession: with a spool the publisher connects to mosquitto with clean
+// session off, so the broker keeps its session across a severed connection (session
+// present on every reconnect, in the CONNACK and in the "mqtt connected" log line),
+// and the spool, not paho, re-sends what was in flight: every result still arrives,
+// first copies in order. The proxy reads the CONNECT and CONNACK flags off the wire.
+func TestSpoolPersistentSession(t *testing.T) {
+	const n = 3000
+	url := testmqtt.Start(t)
+	w := startProxy(t, trimScheme(url), withRecording)
+	sub := startPersistentSub(t, url, "edged/v1/s1/l1/n1/result/#")
+	sp, _ := openSpool(t, spool.Options{FsyncInterval: 10 * time.Millisecond})
+	cfg := testConfig(w.url())
+	cfg.Spool = sp
+	cfg.MaxInflight = 32
+	cfg.WriteTimeout = time.Second
+	out := newOutcomes()
+	cfg.OnResult = out.onResult
+	p := startPublisher(t, cfg)
+	results := makeResults(n)
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		publishAll(t, p, results)
+	}()
+	const cuts = 2
+	for i, at := range []int{n / 3, 2 * n / 3} {
+		// Cut a connection the broker accepted, not one still connecting.
+		waitFor(t, "results acknowledged on a new connection", func() bool {
+			return w.ackedCount() >= at && w.connAcks() == i+1 && p.Connected()
+		})
+		w.sever()
+	}
+	<-done
+	waitFor(t, "all acknowledged and the spool empty", func() bool { return w.ackedCount() == n && sp.Len() == 0 })
+	waitFor(t, "the subscriber to have every result", func() bool { return sub.distinct() == n })
+	got := sub.received()
+	dups := checkFirstCopyOrder(t, "broker to subscriber", len(got), func(i int) (string, string, uint64) {
+		return got[i].id, got[i].inspection, got[i].seq
+	})
+	w.checkSendOrder(t)
+	if err := p.stop(); err != nil {
+		t.Fatal(err)
+	}
+	out.check(t, results)
+	st := p.Stats()
+	if st.Accepted != n || st.Acked+st.Spooled != n || st.Failed != 0 || st.Retried != 0 {
+		t.Errorf("stats %+v", st)
+	}
+
+	conns := w.connections()
+	if w.connAcks() < cuts+1 {
+		t.Fatalf("%d connections accepted, want at least %d: %+v", w.connAcks(), cuts+1, conns)
+	}
+	accepted := 0
+	for i, c := range conns {
+		if c.clean {
+			t.Errorf("connection %d: CONNECT with clean session on, want off", i)
+		}
+		if !c.acked {
+			continue
+		}
+		// The client id is new to the broker: no session at first, the kept one after.
+		if want := accepted > 0; c.sessionPresent != want {
+			t.Errorf("connection %d (accepted %d): CONNACK session present %v, want %v", i, accepted, c.sessionPresent, want)
+		}
+		accepted++
+	}
+	if got := logLines(p.log, "session_present=true"); got != accepted-1 {
+		t.Errorf(`%d "mqtt connected" lines with session_present=true, want %d`, got, accepted-1)
+	}
+	if got := logLines(p.log, "session_present=false"); got != 1 {
+		t.Errorf(`%d "mqtt connected" lines with session_present=false, want 1`, got)
+	}
+	t.Logf("%d results, %d cuts, %d connections: %d redelivered, %d duplicates at the subscriber", n, cuts, accepted, st.Redelivered, dups)
+}
+
+// TestCleanSessionFlag: what each mode sends in CONNECT. Persistent without a spool and
+// with one at QoS 0 and 1; clean with a spool at QoS 2, where a new client's packet ids
+// could collide with QoS 2 flows the broker keeps for the old session, and with a spool
+// and Sparkplug B, which requires it.
+func TestCleanSessionFlag(t *testing.T) {
+	url := testmqtt.Start(t)
+	for _, tc := range []struct {
+		name      string
+		spool     bool
+		qos       byte
+		sparkplug bool
+		wantClean bool
+	}{
+		{"no spool qos1", false, 1, false, false},
+		{"no spool qos2", false, 2, false, false},
+		{"spool qos0", true, 0, false, false},
+		{"spool qos1", true, 1, false, false},
+		{"spool qos2", true, 2, false, true},
+		{"spool sparkplug", true, 1, true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := startProxy(t, trimScheme(url), withRecording)
+			cfg := testConfig(w.url())
+			cfg.QoS = &tc.qos
+			if tc.spool {
+				cfg.Spool, _ = openSpool(t, spool.Options{})
+			}
+			if tc.sparkplug {
+				cfg.Format = FormatSparkplugB
+			}
+			p := startPublisher(t, cfg)
+			p.waitConnected(t)
+			if err := p.stop(); err != nil {
+				t.Fatal(err)
+			}
+			conns := w.connections()
+			if len(conns) == 0 {
+				t.Fatal("no CONNECT seen")
+			}
+			for i, c := range conns {
+				if c.clean != tc.wantClean {
+					t.Errorf("connection %d: clean session %v, want %v", i, c.clean, tc.wantClean)
+				}
+			}
+		})
+	}
+}
