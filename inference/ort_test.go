@@ -11,27 +11,12 @@ import (
 	"github.com/edgedrun/edged/drivers"
 	"github.com/edgedrun/edged/drivers/sim"
 	"github.com/edgedrun/edged/inference"
+	"github.com/edgedrun/edged/internal/orttest"
 	"github.com/edgedrun/edged/models"
 	"github.com/edgedrun/edged/models/demo"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// openORT opens the real ONNX Runtime; under `make test` it is always there (make ort
-// fetches it), so a missing library fails the test rather than skipping it.
-func openORT(t testing.TB) *inference.ORT {
-	t.Helper()
-	o, err := inference.OpenORT("")
-	if err != nil {
-		t.Fatalf("ONNX Runtime is needed (run `make ort`): %v", err)
-	}
-	t.Cleanup(func() {
-		if err := o.Close(); err != nil {
-			t.Errorf("close onnx runtime: %v", err)
-		}
-	})
-	return o
-}
 
 func TestFindORTLibraryOrder(t *testing.T) {
 	if _, err := inference.FindORTLibrary("/nonexistent/lib.so"); err == nil || !strings.Contains(err.Error(), "runtime.ort_library") {
@@ -58,22 +43,8 @@ func TestFindORTLibraryOrder(t *testing.T) {
 	}
 }
 
-func loadDemo(t testing.TB, o *inference.ORT) (*models.Manifest, inference.Session) {
-	t.Helper()
-	m, onnx, err := demo.Load()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := o.Load(m, onnx, inference.SessionOptions{IntraOpThreads: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return m, s
-}
-
 func TestLoadRefusesMismatchedManifest(t *testing.T) {
-	o := openORT(t)
+	o := orttest.Open(t)
 	m, onnx, err := demo.Load()
 	if err != nil {
 		t.Fatal(err)
@@ -105,8 +76,8 @@ func TestLoadRefusesMismatchedManifest(t *testing.T) {
 // The bundled model, through the real runtime and edged's own pre- and post-processing,
 // on a held-out set rendered from a seed it was not trained or validated on.
 func TestDemoModelAccuracy(t *testing.T) {
-	o := openORT(t)
-	m, sess := loadDemo(t, o)
+	o := orttest.Open(t)
+	m, sess := orttest.Demo(t, o)
 	pre, err := inference.NewPreprocessor(m.Preprocess)
 	if err != nil {
 		t.Fatal(err)
@@ -181,8 +152,8 @@ func TestDemoModelAccuracy(t *testing.T) {
 }
 
 func TestBatchBounds(t *testing.T) {
-	o := openORT(t)
-	_, sess := loadDemo(t, o)
+	o := orttest.Open(t)
+	_, sess := orttest.Demo(t, o)
 	if _, err := sess.NewBatch(0); err == nil {
 		t.Error("batch of 0 accepted")
 	}
@@ -204,8 +175,8 @@ func TestBatchBounds(t *testing.T) {
 }
 
 func BenchmarkSessionRun(b *testing.B) {
-	o := openORT(b)
-	_, sess := loadDemo(b, o)
+	o := orttest.Open(b)
+	_, sess := orttest.Demo(b, o)
 	bt, err := sess.NewBatch(1)
 	if err != nil {
 		b.Fatal(err)

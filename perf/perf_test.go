@@ -6,26 +6,16 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/edgedrun/edged/inference"
+	"github.com/edgedrun/edged/internal/orttest"
 	"github.com/edgedrun/edged/models/demo"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func open(t testing.TB) *inference.ORT {
-	t.Helper()
-	o, err := inference.OpenORT("")
-	if err != nil {
-		t.Fatalf("ONNX Runtime is needed (run `make ort`): %v", err)
-	}
-	t.Cleanup(func() { o.Close() })
-	return o
-}
-
 // A short run checks the benchmark itself: both loops run, every frame is published
 // and acknowledged, and the figures are sane. Speed targets live in `make bench`.
 func TestRunSmall(t *testing.T) {
-	o := open(t)
+	o := orttest.Open(t)
 	m, onnx, err := demo.Load()
 	if err != nil {
 		t.Fatal(err)
@@ -45,7 +35,7 @@ func TestRunSmall(t *testing.T) {
 // BenchmarkPipeline reports the full pipeline's and the bare loop's rates and their
 // ratio from one run.
 func BenchmarkPipeline(b *testing.B) {
-	o := open(b)
+	o := orttest.Open(b)
 	m, onnx, err := demo.Load()
 	if err != nil {
 		b.Fatal(err)

@@ -14,7 +14,7 @@ import (
 	"github.com/edgedrun/edged/drivers"
 	"github.com/edgedrun/edged/drivers/sim"
 	"github.com/edgedrun/edged/inference"
-	"github.com/edgedrun/edged/models/demo"
+	"github.com/edgedrun/edged/internal/orttest"
 	"github.com/edgedrun/edged/publish"
 )
 
@@ -23,19 +23,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // model loads the bundled model on the real ONNX Runtime.
 func model(t *testing.T) *Model {
 	t.Helper()
-	o, err := inference.OpenORT("")
-	if err != nil {
-		t.Fatalf("ONNX Runtime is needed (run `make ort`): %v", err)
-	}
-	m, onnx, err := demo.Load()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := o.Load(m, onnx, inference.SessionOptions{IntraOpThreads: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close(); o.Close() })
+	m, s := orttest.Demo(t, orttest.Open(t))
 	return &Model{Manifest: m, Session: s}
 }
 
