@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edgedrun/edged/breaker"
 	"github.com/edgedrun/edged/spool"
 )
 
@@ -23,6 +24,9 @@ const (
 	DefaultQueueSize            = 1024
 	DefaultDrainTimeout         = 5 * time.Second
 )
+
+// DefaultBreakerName names the publisher's circuit breaker in metrics and logs.
+const DefaultBreakerName = "mqtt"
 
 // maxInflightLimit keeps the window well inside MQTT's 16-bit packet id space, which the
 // status and event messages share with results.
@@ -86,6 +90,16 @@ type Config struct {
 	// re-sends what was not acknowledged. Nil keeps results in memory only, and paho
 	// re-sends what was in flight.
 	Spool *spool.Spool `yaml:"-"`
+	// Breaker guards the live path to the broker: when too many sends fail, it opens and
+	// the publisher sends nothing live, results go to the Spool (without one they wait
+	// in the queue), and connection attempts go on with their backoff. Once it is
+	// half-open the replay of spooled records probes the broker, and their
+	// acknowledgement closes it. Zero values are the breaker package's defaults; Name
+	// defaults to DefaultBreakerName.
+	Breaker breaker.Config `yaml:"breaker"`
+	// BreakerMetrics are the process's breaker metrics, shared by its breakers; nil
+	// makes a set registered with NewPublisher's registerer.
+	BreakerMetrics *breaker.Metrics `yaml:"-"`
 	// OnResult, when set, is called once for every result Publish accepted: with a nil
 	// error when the broker acknowledged it (at QoS 0: when it was written), with
 	// ErrSpooled when it went to the Spool instead (the spool delivers it later; no
@@ -112,9 +126,6 @@ func (c *Config) Validate() error {
 	} else if u.Host == "" {
 		bad("mqtt.broker: %q has no host", redact(c.Broker))
 	}
-	if c.QoS != nil && *c.QoS > 2 {
-		bad("mqtt.qos: %d is not one of 0, 1, 2", *c.QoS)
-	}
 	for _, f := range []struct{ key, v string }{{"mqtt.site", c.Site}, {"mqtt.line", c.Line}, {"mqtt.node", c.Node}} {
 		if err := checkTopicLevel(f.v); err != nil {
 			bad("%s: %q %w", f.key, f.v, err)
@@ -124,7 +135,6 @@ func (c *Config) Validate() error {
 		key string
 		v   time.Duration
 	}{
-		{"mqtt.connect_timeout", c.ConnectTimeout},
 		{"mqtt.write_timeout", c.WriteTimeout},
 		{"mqtt.max_reconnect_interval", c.MaxReconnectInterval},
 		{"mqtt.drain_timeout", c.DrainTimeout},
@@ -132,9 +142,6 @@ func (c *Config) Validate() error {
 		if f.v < 0 {
 			bad("%s: %s is negative", f.key, f.v)
 		}
-	}
-	if c.KeepAlive < 0 || (c.KeepAlive > 0 && c.KeepAlive < time.Second) {
-		bad("mqtt.keep_alive: %s is below 1s; MQTT counts keep-alive in whole seconds", c.KeepAlive)
 	}
 	if c.MaxInflight < 0 || c.MaxInflight > maxInflightLimit {
 		bad("mqtt.max_inflight: %d is out of range 1..%d", c.MaxInflight, maxInflightLimit)
@@ -159,7 +166,81 @@ func (c *Config) Validate() error {
 	default:
 		bad("mqtt.format: %q is not one of %s, %s", c.Format, FormatJSON, FormatSparkplugB)
 	}
+	l := c.Live()
+	l.Breaker.Name = c.breakerName()
+	if err := l.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
+}
+
+func (c *Config) breakerName() string {
+	if c.Breaker.Name == "" {
+		return DefaultBreakerName
+	}
+	return c.Breaker.Name
+}
+
+// Live is what Publisher.Reconfigure may change while Run runs. Zero values take the
+// defaults, as in Config.
+type Live struct {
+	// QoS applies to results and events queued after the change.
+	QoS *byte
+	// Username and Password are not used when Config.Broker carries credentials,
+	// which win, as they do at start.
+	Username string
+	Password string
+	// KeepAlive, ConnectTimeout and the credentials take effect through a reconnect.
+	KeepAlive      time.Duration
+	ConnectTimeout time.Duration
+	// Breaker replaces the circuit breaker with a new, closed one when its settings
+	// differ; Name and Log are the running breaker's and are not changed.
+	Breaker breaker.Config
+}
+
+// Live returns the part of c that may change while the publisher runs.
+func (c Config) Live() Live {
+	return Live{
+		QoS:            c.QoS,
+		Username:       c.Username,
+		Password:       c.Password,
+		KeepAlive:      c.KeepAlive,
+		ConnectTimeout: c.ConnectTimeout,
+		Breaker:        c.Breaker,
+	}
+}
+
+// Validate checks l without changing it; errors name fields by their YAML keys under
+// mqtt.
+func (l Live) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if l.QoS != nil && *l.QoS > 2 {
+		bad("mqtt.qos: %d is not one of 0, 1, 2", *l.QoS)
+	}
+	if l.ConnectTimeout < 0 {
+		bad("mqtt.connect_timeout: %s is negative", l.ConnectTimeout)
+	}
+	if l.KeepAlive < 0 || (l.KeepAlive > 0 && l.KeepAlive < time.Second) {
+		bad("mqtt.keep_alive: %s is below 1s; MQTT counts keep-alive in whole seconds", l.KeepAlive)
+	}
+	if err := l.Breaker.Validate(); err != nil {
+		bad("mqtt.breaker: %w", err)
+	}
+	return errors.Join(errs...)
+}
+
+// withDefaults returns a copy of l with zero values replaced by the defaults.
+func (l Live) withDefaults() Live {
+	if l.QoS == nil {
+		l.QoS = new(byte(DefaultQoS))
+	} else {
+		l.QoS = new(*l.QoS) // the caller's pointer must not change what runs
+	}
+	setDefault(&l.KeepAlive, DefaultKeepAlive)
+	setDefault(&l.ConnectTimeout, DefaultConnectTimeout)
+	l.Breaker = l.Breaker.WithDefaults()
+	return l
 }
 
 // withDefaults returns a copy of c with zero values replaced by the defaults.
@@ -180,6 +261,8 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.MaxInflight, DefaultMaxInflight)
 	setDefault(&c.QueueSize, DefaultQueueSize)
 	setDefault(&c.DrainTimeout, DefaultDrainTimeout)
+	c.Breaker.Name = c.breakerName()
+	c.Breaker = c.Breaker.WithDefaults()
 	return c
 }
 

@@ -309,6 +309,7 @@ type wirePub struct {
 	id, inspection string
 	seq            uint64
 	dup            bool
+	qos            byte
 }
 
 // startProxy forwards to target, a broker URL ("tcp://host:port") or a bare address.
@@ -493,7 +494,7 @@ func (c *proxyConn) clientPacket(hdr byte, body []byte) {
 	c.mids[mid] = r.ID
 	c.mu.Unlock()
 	c.p.mu.Lock()
-	c.p.sent = append(c.p.sent, wirePub{id: r.ID, inspection: r.Inspection, seq: r.Seq, dup: hdr&0x08 != 0})
+	c.p.sent = append(c.p.sent, wirePub{id: r.ID, inspection: r.Inspection, seq: r.Seq, dup: hdr&0x08 != 0, qos: qos})
 	c.p.mu.Unlock()
 }
 
@@ -584,6 +585,14 @@ func (p *proxy) ackTimes(id string) []time.Time {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return append([]time.Time(nil), p.acks[id]...)
+}
+
+// sentResults returns the result publishes seen so far, in the order they passed.
+func (p *proxy) sentResults() []wirePub {
+	p.mustRecord()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]wirePub(nil), p.sent...)
 }
 
 // checkSendOrder checks that the publisher sent every result's first copy after the

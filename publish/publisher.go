@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"net/url"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -25,6 +26,7 @@ import (
 	"github.com/eclipse/paho.mqtt.golang/packets"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/edgedrun/edged/breaker"
 	"github.com/edgedrun/edged/spool"
 )
 
@@ -64,7 +66,20 @@ const (
 	minOfflineWait = time.Second
 	// maxPooledPayload keeps one oversized result from pinning a large buffer.
 	maxPooledPayload = 64 << 10
+	// reconnectDrain bounds how long a reconnect for new settings waits for the
+	// messages in flight to be acknowledged before it reconnects all the same.
+	reconnectDrain = 2 * time.Second
+	// reconnectGrace is the pause between ending a connection on purpose and making
+	// the next: the broker must have read the DISCONNECT before the new connection
+	// takes the session over, or it takes the old connection for lost and publishes
+	// the last will. Over a network the new connection's handshakes alone take
+	// longer; on loopback, and through a proxy, they need not.
+	reconnectGrace = 100 * time.Millisecond
 )
+
+// errConnectionLost is the breaker's failure for a message sent on a connection that
+// was lost before the broker acknowledged it.
+var errConnectionLost = errors.New("mqtt connection lost before the broker acknowledged the message")
 
 // EventVersion is the event payload version written in the v field.
 const EventVersion = 1
@@ -117,12 +132,15 @@ type Stats struct {
 // before newer results. Delivery is at least once; consumers de-duplicate on the
 // result's id.
 //
+// A circuit breaker (Config.Breaker) watches how sends end; when too many fail it
+// keeps results off the broker (in the spool, or queued) until probes get through, and
+// BreakerState reports it. Reconfigure changes the settings that may change while Run
+// runs.
+//
 // Run's context should end after the producers have stopped: from then on Publish
 // returns ErrClosed, and Run drains what is queued within Config.DrainTimeout.
 type Publisher struct {
 	cfg         Config
-	qos         byte
-	statusQoS   byte
 	log         *slog.Logger
 	broker      string // the URL as logged: password redacted
 	resultTopic string // prefix; the inspection name follows
@@ -156,6 +174,18 @@ type Publisher struct {
 	metrics publisherMetrics
 	// spb is the Sparkplug B edge node with Config.Format sparkplug_b; nil with JSON.
 	spb *spbNode
+
+	// live holds the settings Reconfigure may change, defaults filled in; brk the
+	// circuit breaker, which Reconfigure may replace. The runner takes up a change
+	// when reconf says there is one.
+	live       atomic.Pointer[Live]
+	brk        atomic.Pointer[breaker.Breaker]
+	brkMetrics *breaker.Metrics
+	reconfMu   sync.Mutex // one Reconfigure at a time
+	reconf     chan struct{}
+	// urlCredentials: Config.Broker carries a user name, which paho sends instead of
+	// Username and Password.
+	urlCredentials bool
 }
 
 // Values of Publisher.certAsked.
@@ -176,7 +206,21 @@ type message struct {
 	// rec is the spool record id of a message read from the spool (fromSpool).
 	rec       uint64
 	fromSpool bool
+	// brk is the breaker's call for a result or event sent live; nil until the breaker
+	// let it through. Copies of the message share it.
+	brk *brkCall
 }
+
+// brkCall is a message's call through the circuit breaker, reported once, by whichever
+// copy of the message is settled first. Only the runner's loop touches it.
+type brkCall struct {
+	b    *breaker.Breaker
+	done func(error)
+}
+
+// admitted reports whether m may go out live: a status message needs no call; a result
+// or event needs a call not yet reported.
+func (m *message) admitted() bool { return m.status || (m.brk != nil && m.brk.done != nil) }
 
 // direct reports whether m is a result or event on its way straight to the broker: one
 // the spool has not taken yet.
@@ -213,8 +257,6 @@ func NewPublisher(cfg Config, reg prometheus.Registerer, log *slog.Logger) (*Pub
 	prefix := "edged/v1/" + cfg.Site + "/" + cfg.Line + "/" + cfg.Node + "/"
 	p := &Publisher{
 		cfg:         cfg,
-		qos:         *cfg.QoS,
-		statusQoS:   max(*cfg.QoS, 1),
 		log:         log.With("component", "mqtt"),
 		broker:      redact(cfg.Broker),
 		resultTopic: prefix + "result/",
@@ -223,6 +265,13 @@ func NewPublisher(cfg Config, reg prometheus.Registerer, log *slog.Logger) (*Pub
 		queue:       make(chan message, cfg.QueueSize),
 		stopping:    make(chan struct{}),
 		store:       newSessionStore(),
+		reconf:      make(chan struct{}, 1),
+		brkMetrics:  cfg.BreakerMetrics,
+	}
+	live := cfg.Live().withDefaults()
+	p.live.Store(&live)
+	if u, err := url.Parse(cfg.Broker); err == nil && u.User != nil {
+		p.urlCredentials = true
 	}
 	if cfg.Format == FormatSparkplugB {
 		p.spb = newSpbNode(cfg, p.resultTopic)
@@ -289,6 +338,17 @@ func NewPublisher(cfg Config, reg prometheus.Registerer, log *slog.Logger) (*Pub
 			Help: "Messages sent to the MQTT broker and not yet acknowledged.",
 		}, func() float64 { return float64(p.inflight.Load()) }),
 	}
+	if p.brkMetrics == nil {
+		var err error
+		if p.brkMetrics, err = breaker.NewMetrics(reg); err != nil {
+			return nil, fmt.Errorf("mqtt publisher: %w", err)
+		}
+	}
+	brk, err := breaker.New(p.breakerConfig(cfg.Breaker), p.brkMetrics)
+	if err != nil {
+		return nil, fmt.Errorf("mqtt publisher config: mqtt.breaker: %w", err)
+	}
+	p.brk.Store(brk)
 	if reg != nil {
 		for _, c := range collectors {
 			if err := reg.Register(c); err != nil {
@@ -297,6 +357,91 @@ func NewPublisher(cfg Config, reg prometheus.Registerer, log *slog.Logger) (*Pub
 		}
 	}
 	return p, nil
+}
+
+// breakerConfig is c as the publisher's breaker takes it: its name and logger are the
+// publisher's.
+func (p *Publisher) breakerConfig(c breaker.Config) breaker.Config {
+	c.Name, c.Log = p.cfg.Breaker.Name, p.log
+	return c.WithDefaults()
+}
+
+// qos is the QoS of results and events queued now.
+func (p *Publisher) qos() byte { return *p.live.Load().QoS }
+
+// statusQoS is the QoS of the status topic: at least 1, since a lost `offline` would
+// leave a dead box looking alive.
+func (p *Publisher) statusQoS() byte { return max(p.qos(), 1) }
+
+// BreakerState reports the state of the circuit breaker on the live path to the broker.
+func (p *Publisher) BreakerState() breaker.State { return p.brk.Load().State() }
+
+// Reconfigure changes the settings in l while the publisher runs (or before Run). It
+// validates l first and changes nothing when l is invalid; the error names the bad
+// values. It is safe to call concurrently with Run, Publish and itself.
+//
+// What changes, and when:
+//   - QoS: for results and events queued after the call; those already queued or
+//     spooled keep theirs. With a spool, a change to or from QoS 2 reconnects, since
+//     QoS 2 uses a clean session (see runner.sessionClean).
+//   - Username, Password, KeepAlive, ConnectTimeout: a connection made with other
+//     values is ended on purpose and made again promptly. Sends pause while the
+//     messages in flight are acknowledged, for up to 2s; then the DISCONNECT makes the
+//     broker discard the last will, so the box does not show offline. What is still
+//     unacknowledged then goes the way of a lost connection's: back to the spool and
+//     replayed in order, or without a spool, sent again by paho from its session
+//     store. Without a connection, a pending retry is made at once.
+//   - Breaker: a breaker with other settings is replaced by a new one, which starts
+//     closed whatever the old one's state was; outcomes of messages sent through the
+//     old one are no longer counted.
+func (p *Publisher) Reconfigure(l Live) error {
+	l.Breaker.Name = p.cfg.Breaker.Name
+	if err := l.Validate(); err != nil {
+		return fmt.Errorf("mqtt publisher reconfigure: %w", err)
+	}
+	l = l.withDefaults()
+	p.reconfMu.Lock()
+	defer p.reconfMu.Unlock()
+	old := p.live.Load()
+	var brk *breaker.Breaker
+	if bc, cur := p.breakerConfig(l.Breaker), p.brk.Load(); bc != cur.Config() {
+		var err error
+		// Validated above: New fails on nothing else.
+		if brk, err = breaker.New(bc, p.brkMetrics); err != nil {
+			return fmt.Errorf("mqtt publisher reconfigure: mqtt.breaker: %w", err)
+		}
+	}
+	l.Breaker = p.breakerConfig(l.Breaker)
+	p.live.Store(&l)
+	var changed []any
+	if *l.QoS != *old.QoS {
+		changed = append(changed, "qos", *l.QoS)
+	}
+	if l.Username != old.Username {
+		changed = append(changed, "username", l.Username)
+	}
+	if l.Password != old.Password {
+		changed = append(changed, "password", "(changed)")
+	}
+	if l.KeepAlive != old.KeepAlive {
+		changed = append(changed, "keep_alive", l.KeepAlive)
+	}
+	if l.ConnectTimeout != old.ConnectTimeout {
+		changed = append(changed, "connect_timeout", l.ConnectTimeout)
+	}
+	if brk != nil {
+		prev := p.brk.Swap(brk).State()
+		changed = append(changed, "breaker", "replaced; closed", "breaker_was", prev.String())
+	}
+	if len(changed) == 0 {
+		return nil
+	}
+	p.log.Info("mqtt settings changed", changed...)
+	select {
+	case p.reconf <- struct{}{}:
+	default: // the runner has one to take already, and reads the settings then
+	}
+	return nil
 }
 
 // ResultTopic is the topic results of inspection go to.
@@ -353,7 +498,7 @@ func (p *Publisher) Publish(ctx context.Context, r *Result) error {
 		*bp = b
 		payloadPool.Put(bp)
 	}
-	return p.enqueue(ctx, message{topic: p.resultTopic + r.Inspection, payload: payload, qos: p.qos, res: r})
+	return p.enqueue(ctx, message{topic: p.resultTopic + r.Inspection, payload: payload, qos: p.qos(), res: r})
 }
 
 // PublishEvent queues an event (a model swap, a driver's health) on the event topic, as
@@ -373,7 +518,7 @@ func (p *Publisher) PublishEvent(ctx context.Context, kind string, fields any) e
 	if err != nil {
 		return fmt.Errorf("publish event %q: encode: %w", kind, err)
 	}
-	return p.enqueue(ctx, message{topic: p.eventTopic, payload: payload, qos: p.qos})
+	return p.enqueue(ctx, message{topic: p.eventTopic, payload: payload, qos: p.qos()})
 }
 
 func (p *Publisher) enqueue(ctx context.Context, m message) error {
@@ -436,6 +581,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 	}
 	r := &runner{
 		p:     p,
+		brk:   p.brk.Load(),
 		spool: p.cfg.Spool,
 		// A stale report (from a client already given up) must not crowd out the
 		// current client's.
@@ -445,7 +591,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 		sent: make(chan pending, p.cfg.MaxInflight+4),
 	}
 	if r.spool == nil {
-		r.client = mqtt.NewClient(p.clientOptions(r.lost, 0, 0))
+		r.newClient()
 		r.startSender()
 	} else if n := r.spool.Len(); n > 0 {
 		r.setSpooling(true, "records left by an earlier run", "records", n)
@@ -468,8 +614,8 @@ func (p *Publisher) Run(ctx context.Context) error {
 // replay of older records, and paho has nothing of its own to re-send.
 //
 // The broker session is persistent (clean session off), with a spool too, so that a
-// plant's broker keeps the box's session across outages (see sessionClean for the
-// exceptions). With a spool that is safe because:
+// plant's broker keeps the box's session across outages (see runner.sessionClean for
+// the exceptions, and clean for what it says). With a spool that is safe because:
 //   - paho re-sends nothing: the new client's store is empty; the spool re-sends, in
 //     order, what the broker had not acknowledged;
 //   - paho leaves the tokens of a lost connection uncompleted when the session is not
@@ -481,29 +627,31 @@ func (p *Publisher) Run(ctx context.Context) error {
 //
 // With Sparkplug B the will is the NDEATH carrying bdSeq, the birth/death sequence of
 // the connection this client makes.
-func (p *Publisher) clientOptions(lost chan<- lostEvent, gen int, bdSeq uint64) *mqtt.ClientOptions {
+//
+// The keep-alive and timeouts are l's. The credentials are read at each connection
+// attempt, so that a client without a spool, which serves every connection, sends
+// those Reconfigure set last.
+func (p *Publisher) clientOptions(l *Live, clean bool, lost chan<- lostEvent, gen int, bdSeq uint64) *mqtt.ClientOptions {
 	o := mqtt.NewClientOptions().
 		AddBroker(p.cfg.Broker).
 		SetClientID(p.cfg.ClientID).
-		SetUsername(p.cfg.Username).
-		SetPassword(p.cfg.Password).
 		// A persistent session keeps the broker's state across reconnects. Without a
 		// spool paho re-sends unacknowledged messages from the shared store. With one,
 		// the spool re-sends, in order, what was not acknowledged, after a reconnect
 		// and after a restart; each client's store starts empty (below), so paho
 		// re-sends nothing of its own that would double every in-flight message, or
 		// complete tokens as if acknowledged when it re-sends them.
-		SetCleanSession(p.sessionClean()).
+		SetCleanSession(clean).
 		// Without an explicit version paho retries a refused 3.1.1 connect as 3.1, and
 		// the operator sees "unacceptable protocol version" instead of the real cause.
 		SetProtocolVersion(4).
 		SetAutoReconnect(false).
 		SetConnectRetry(false).
-		SetKeepAlive(p.cfg.KeepAlive).
-		SetPingTimeout(min(p.cfg.KeepAlive, 10*time.Second)).
-		SetConnectTimeout(p.cfg.ConnectTimeout).
+		SetKeepAlive(l.KeepAlive).
+		SetPingTimeout(min(l.KeepAlive, 10*time.Second)).
+		SetConnectTimeout(l.ConnectTimeout).
 		SetWriteTimeout(p.cfg.WriteTimeout).
-		SetWill(p.statusTopic, StatusOffline, p.statusQoS, true).
+		SetWill(p.statusTopic, StatusOffline, max(*l.QoS, 1), true).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 			// Only the latest loss matters; runner asks the client for the state.
 			select {
@@ -511,6 +659,14 @@ func (p *Publisher) clientOptions(lost chan<- lostEvent, gen int, bdSeq uint64) 
 			default:
 			}
 		})
+	if !p.urlCredentials {
+		// paho lets credentials in the broker URL win over the options, but not over
+		// a provider.
+		o.SetCredentialsProvider(func() (string, string) {
+			l := p.live.Load()
+			return l.Username, l.Password
+		})
+	}
 	if p.spb != nil {
 		// Sparkplug B: NDEATH at QoS 1, not retained, in place of the retained status.
 		o.SetBinaryWill(p.spb.deathTopic, p.spb.death(bdSeq), 1, false)
@@ -528,8 +684,8 @@ func (p *Publisher) clientOptions(lost chan<- lostEvent, gen int, bdSeq uint64) 
 	return o
 }
 
-// sessionClean reports whether the publisher connects with a clean session. It does
-// not (the session is persistent) except with a spool at QoS 2, or with a spool and
+// sessionClean reports whether the next connection is made with a clean session. It
+// is not (the session is persistent) except with a spool at QoS 2, or with a spool and
 // Sparkplug B:
 //   - QoS 2: the broker keeps, for the session, every QoS 2 packet id it sent PUBREC
 //     for until the PUBREL comes, and must take a new PUBLISH with such an id for a
@@ -542,8 +698,14 @@ func (p *Publisher) clientOptions(lost chan<- lostEvent, gen int, bdSeq uint64) 
 //   - Sparkplug B requires a clean session of MQTT 3.1.1 edge nodes (Sparkplug 3.0,
 //     tck-id-principles-persistence-clean-session-311); a spooled Sparkplug publisher
 //     keeps the clean session it always had.
-func (p *Publisher) sessionClean() bool {
-	return p.cfg.Spool != nil && (p.qos == 2 || p.spb != nil)
+//
+// Reconfigure can change the QoS while messages at the old one are still queued or
+// spooled, so QoS 2 messages can go out on a persistent session, and the hazard above
+// comes back: the connection after one that was persistent and carried a QoS 2 flow
+// is clean too. (After a clean one nothing is left: the broker ends a clean session
+// with its connection.)
+func (r *runner) sessionClean() bool {
+	return r.spool != nil && (r.p.qos() == 2 || r.p.spb != nil || (!r.connClean && r.connQoS2))
 }
 
 // watchCertRequest returns a copy of c that records in p.certAsked whether the broker
@@ -600,6 +762,16 @@ func (p *Publisher) watchCertRequest(c *tls.Config) *tls.Config {
 //     unacknowledged records are rewound, direct messages appended behind them; the
 //     next connection is made with a new client, so that a publish still stuck in the
 //     old one can never go out on it, ahead of the replay.
+//
+// The circuit breaker sits on the live path: each result or event asks it before it
+// goes to the sender (admit), and the breaker hears how it ended: acknowledged,
+// failed, or lost with its connection; failed connection attempts count as failures
+// too. While it refuses, nothing live goes out: with a spool the runner is spooling
+// (a refusal starts it, and it returns to direct mode only with the breaker closed),
+// so results go to the spool, and records wait; without one, results wait in the
+// queues. Once the breaker is half-open its probes are the first records replayed (or
+// without a spool, the first messages sent), and their acknowledgement closes it; the
+// order rules above hold throughout, since a refused message waits in place.
 type runner struct {
 	p      *Publisher
 	client mqtt.Client
@@ -660,6 +832,30 @@ type runner struct {
 	// current connection's.
 	bdSeq     uint64
 	connBdSeq uint64
+
+	// brk is the breaker messages ask; blocked: it refused the last one, so nothing
+	// asks again until brkTimer fires (it was open: then it is half-open) or, when it
+	// was half-open with its probes out, until an outcome comes in.
+	brk      *breaker.Breaker
+	blocked  bool
+	brkTimer *time.Timer
+
+	// Settings: clientLive is what the current client was made with, attemptLive what
+	// the connection attempt under way or last made started with, connLive what the
+	// current connection was made with. reconnectDue: Reconfigure changed what the
+	// connection was made with; the loop first lets what is in flight be acknowledged,
+	// until drainTimer fires.
+	clientLive   *Live
+	attemptLive  *Live
+	connLive     *Live
+	reconnectDue bool
+	drainTimer   *time.Timer
+	drainForced  bool
+	// connClean says whether the current (or last) connection had a clean session,
+	// attemptClean the attempt's; connQoS2 whether a QoS 2 message went out on it.
+	connClean    bool
+	attemptClean bool
+	connQoS2     bool
 }
 
 // lostEvent is a client's report of its lost connection.
@@ -730,10 +926,16 @@ func (r *runner) loop(ctx context.Context) {
 		if draining && r.idle() {
 			return
 		}
+		if r.reconnectDue && r.open {
+			r.reconnectStep()
+		}
 		if r.spool != nil {
 			r.spoolStep()
 		}
-		room := r.window.len()+r.handed < p.cfg.MaxInflight
+		// A reconnect for new settings waits for the window to drain, sending nothing
+		// more.
+		quiet := r.reconnectDue
+		room := r.window.len()+r.handed < p.cfg.MaxInflight && !quiet
 		if r.open && !r.hasNext {
 			switch {
 			case r.birth:
@@ -741,16 +943,19 @@ func (r *runner) loop(ctx context.Context) {
 				// replaced it while the box was away. It does not wait for room: it
 				// is small, and a full window must not keep the box looking offline.
 				r.birth = false
-				r.next = message{topic: p.statusTopic, payload: []byte(StatusOnline), qos: p.statusQoS, retained: true, status: true}
+				r.next = message{topic: p.statusTopic, payload: []byte(StatusOnline), qos: p.statusQoS(), retained: true, status: true}
 				r.hasNext = true
 			case room && r.retry.len() > 0:
 				r.next, r.hasNext = r.retry.pop(), true
 				p.retrying.Add(-1)
-			case room && r.spooling && r.direct == 0 && !r.rewind && !draining:
+			case room && r.spooling && r.direct == 0 && !r.rewind && !draining && !r.blocked:
 				// Draining takes nothing new from the spool: what it holds is safe
 				// there, and the next run delivers it.
 				r.nextRecord()
 			}
+		}
+		if r.open && r.hasNext && !r.next.admitted() && !(r.spooling && r.next.direct()) && !quiet {
+			r.admit(&r.next)
 		}
 		var (
 			sendq    chan<- message
@@ -760,12 +965,16 @@ func (r *runner) loop(ctx context.Context) {
 			retryC   <-chan time.Time
 			oldest   <-chan struct{}
 			ready    <-chan struct{}
+			brkC     <-chan time.Time
+			drainC   <-chan time.Time
 		)
 		switch {
 		case r.open:
 			switch {
 			case r.hasNext && r.spooling && r.next.direct():
 				// Held until the direct messages before it are settled, then spooled.
+			case r.hasNext && (!r.next.admitted() || quiet):
+				// Waits for the breaker, or for the reconnect.
 			case r.hasNext:
 				sendq, nextMsg = r.sendq, r.next
 			case room && !r.spooling:
@@ -780,11 +989,16 @@ func (r *runner) loop(ctx context.Context) {
 		default:
 			if r.spool != nil {
 				r.gen++
-				r.client = mqtt.NewClient(p.clientOptions(r.lost, r.gen, r.bdSeq))
+				r.newClient()
+			} else if r.clientOutdated() && r.window.len()+r.handed == 0 {
+				// Without a spool the client keeps what is in flight across
+				// connections; it is replaced only with nothing in flight.
+				r.replaceClient()
 			}
 			// The TLS handshake of this attempt says anew whether a client
 			// certificate was asked for.
 			p.certAsked.Store(certAskedNot)
+			r.attemptLive = p.live.Load()
 			r.connecting = r.client.Connect()
 			continue
 		}
@@ -797,6 +1011,12 @@ func (r *runner) loop(ctx context.Context) {
 			} else {
 				oldest = w.tok.Done()
 			}
+		}
+		if r.brkTimer != nil {
+			brkC = r.brkTimer.C
+		}
+		if r.drainTimer != nil {
+			drainC = r.drainTimer.C
 		}
 
 		select {
@@ -817,6 +1037,15 @@ func (r *runner) loop(ctx context.Context) {
 			r.connectDone()
 		case <-retryC:
 			r.retryTimer = nil
+		case <-brkC:
+			// Open for its timeout: half-open now, it takes probes.
+			r.brkTimer = nil
+			r.blocked = false
+		case <-drainC:
+			r.drainTimer = nil
+			r.drainForced = true
+		case <-p.reconf:
+			r.reconfigured()
 		case sendq <- nextMsg:
 			r.next, r.hasNext = message{}, false
 			r.handOver(nextMsg)
@@ -876,8 +1105,13 @@ func (r *runner) fromSender(pd pending) {
 	}
 }
 
-// direct1 hands m to the sender if it takes it now, and holds it as next otherwise.
+// direct1 hands m to the sender if the breaker lets it through and the sender takes it
+// now, and holds it as next otherwise.
 func (r *runner) direct1(m message) {
+	if !r.admit(&m) {
+		r.next, r.hasNext = m, true
+		return
+	}
 	select {
 	case r.sendq <- m:
 		r.handOver(m)
@@ -905,12 +1139,207 @@ func (r *runner) frontDone() bool {
 func (r *runner) handOver(m message) {
 	r.handed++
 	r.handedMsgs.push(m)
+	if m.qos == 2 {
+		r.connQoS2 = true
+	}
 	switch {
 	case m.fromSpool:
 		r.records++
 	case !m.status:
 		r.direct++
 	}
+}
+
+// admit asks the breaker to let m go out live, unless it needs no asking or was let
+// through already; false when it refused, now or before.
+func (r *runner) admit(m *message) bool {
+	if m.admitted() {
+		return true
+	}
+	if r.blocked {
+		return false
+	}
+	done, err := r.brk.Allow()
+	if err != nil {
+		r.refused(err)
+		return false
+	}
+	m.brk = &brkCall{b: r.brk, done: done}
+	return true
+}
+
+// refused stops live sends after the breaker refused one: until it turns half-open
+// when it was open, or until an outcome comes in when its probes are out. With a spool
+// the runner spools meanwhile.
+func (r *runner) refused(err error) {
+	r.blocked = true
+	var oe *breaker.OpenError
+	if errors.As(err, &oe) && oe.State == breaker.Open {
+		if r.brkTimer != nil {
+			r.brkTimer.Stop()
+		}
+		r.brkTimer = time.NewTimer(max(time.Until(oe.Until), time.Millisecond))
+	}
+	if r.spool != nil && !r.spooling {
+		r.setSpooling(true, "circuit breaker refused a send", "err", err)
+	}
+}
+
+// outcome reports a message's end to the breaker that let it through; err nil is
+// success, context.Canceled says it never went out after all. A breaker replaced
+// since hears it as given up: what it says belongs to the old settings.
+func (r *runner) outcome(c *brkCall, err error) {
+	if c == nil || c.done == nil {
+		return
+	}
+	if c.b != r.brk {
+		err = context.Canceled
+	}
+	c.done(err)
+	c.done = nil
+	if r.blocked && r.brkTimer == nil {
+		// Half-open with its probes out: this may have freed one, or decided.
+		r.blocked = false
+	}
+}
+
+// breakerClosed reports whether the breaker lets everything through, as direct mode
+// needs.
+func (r *runner) breakerClosed() bool {
+	return !r.blocked && r.brk.State() == breaker.Closed
+}
+
+// newClient makes the client for the next connection attempt, with the settings now.
+func (r *runner) newClient() {
+	r.clientLive = r.p.live.Load()
+	r.attemptClean = r.sessionClean()
+	r.client = mqtt.NewClient(r.p.clientOptions(r.clientLive, r.attemptClean, r.lost, r.gen, r.bdSeq))
+}
+
+// clientOutdated reports whether the client was made with a keep-alive or connect
+// timeout that Reconfigure has changed since; paho reads those only when the client
+// is made. (It reads the credentials at each attempt.)
+func (r *runner) clientOutdated() bool {
+	l, c := r.p.live.Load(), r.clientLive
+	return l.KeepAlive != c.KeepAlive || l.ConnectTimeout != c.ConnectTimeout
+}
+
+// outdated reports whether the current connection was made with settings that
+// Reconfigure has changed since. A QoS change matters when it changes the kind of
+// session; a clean session kept on after QoS 2 without a change (sessionClean) does
+// not call for a reconnect.
+func (r *runner) outdated() bool {
+	l, c := r.p.live.Load(), r.connLive
+	creds := !r.p.urlCredentials && (l.Username != c.Username || l.Password != c.Password)
+	return creds || r.clientOutdated() || (*l.QoS != *c.QoS && r.connClean != r.sessionClean())
+}
+
+// reconfigured takes up what Reconfigure changed.
+func (r *runner) reconfigured() {
+	if b := r.p.brk.Load(); b != r.brk {
+		r.brk = b
+		r.blocked = false
+		if r.brkTimer != nil {
+			r.brkTimer.Stop()
+			r.brkTimer = nil
+		}
+	}
+	switch {
+	case r.open:
+		r.reconnectDue = r.outdated()
+	case r.retryTimer != nil:
+		// The next attempt is made with the new settings; they may be what the
+		// broker was waiting for.
+		r.retryTimer.Stop()
+		r.retryTimer = nil
+		r.backoff = 0
+	}
+	// An attempt under way is judged when it ends (connectDone).
+}
+
+// reconnectStep reconnects for new settings once nothing is in flight, or drainTimer
+// has fired. The drain is for fewer messages sent twice, and for the last will: a
+// broker still busy with what came before the DISCONNECT when the new connection
+// comes in takes the session over from a connection it thinks was lost, and publishes
+// the will.
+func (r *runner) reconnectStep() {
+	if r.window.len()+r.handed == 0 || r.drainForced {
+		r.reconnect()
+		return
+	}
+	if r.drainTimer == nil {
+		r.drainTimer = time.NewTimer(reconnectDrain)
+	}
+}
+
+func (r *runner) stopDrain() {
+	if r.drainTimer != nil {
+		r.drainTimer.Stop()
+		r.drainTimer = nil
+	}
+	r.drainForced = false
+}
+
+// reconnect ends the connection on purpose and lets the loop make a new one after
+// reconnectGrace. The DISCONNECT makes the broker drop the will, so the box does not
+// show offline in between. What is still in flight after a drain that timed out goes the way of a lost
+// connection's: with a spool back to it (abandon), reported to the breaker as given up
+// rather than failed; without one, the client's session store keeps it and the next
+// connection's client sends it again, while the window awaits it there.
+func (r *runner) reconnect() {
+	p := r.p
+	inflight := r.window.len() + r.handed
+	p.log.Info("mqtt reconnecting with new settings", "broker", p.broker, "inflight", inflight, "drain_timed_out", r.drainForced)
+	r.reconnectDue = false
+	r.stopDrain()
+	r.client.Disconnect(disconnectQuiesce)
+	r.open = false
+	p.connected.Store(false)
+	r.backoff = 0
+	r.retryTimer = time.NewTimer(reconnectGrace)
+	if r.spool != nil {
+		if r.spooling {
+			r.rewind = true
+		} else {
+			r.setSpooling(true, "reconnecting with new settings")
+		}
+		r.abandon(context.Canceled)
+		return
+	}
+	// Disconnect has completed every token; those of messages still in the store
+	// complete again when the broker acknowledges what paho sends anew.
+	r.window.each(func(pd *pending) {
+		if pd.resent || succeeded(pd.tok) || pd.msg.qos == 0 {
+			return
+		}
+		if ch, waiting := p.store.waitAck(pd.mid); waiting {
+			pd.resent, pd.ackCh = true, ch
+		}
+	})
+	if r.clientOutdated() {
+		r.replaceClient()
+	}
+}
+
+// replaceClient gives a runner without a spool a client (and a sender for it) made
+// with the settings now. The session store carries over; a message the old sender
+// still holds is sent again.
+func (r *runner) replaceClient() {
+	if r.sendq != nil {
+		close(r.sendq)
+		r.sendq = nil
+	}
+	r.gen++ // what the old client and sender report from now on is stale
+	for r.handedMsgs.len() > 0 {
+		m := r.handedMsgs.pop()
+		r.outcome(m.brk, context.Canceled)
+		m.brk = nil
+		r.retry.push(m)
+		r.p.retrying.Add(1)
+	}
+	r.handed = 0
+	r.newClient()
+	r.startSender()
 }
 
 func (r *runner) idle() bool {
@@ -923,6 +1352,7 @@ func (r *runner) connectDone() {
 	tok := r.connecting
 	r.connecting = nil
 	if err := tok.Error(); err != nil {
+		r.brk.Record(err)
 		r.failures++
 		if r.failures == 1 {
 			// One line per outage; the attempts after it are debug noise.
@@ -960,8 +1390,12 @@ func (r *runner) connectDone() {
 	r.everOpen = true
 	r.failures = 0
 	r.connectedAt = time.Now()
+	r.connLive = r.attemptLive
+	r.connClean, r.connQoS2 = r.attemptClean, false
 	p.connected.Store(true)
 	r.birth = true
+	// Settings may have changed while the attempt was under way.
+	r.reconnectDue = r.outdated()
 }
 
 func (r *runner) connectionLost(err error) {
@@ -985,7 +1419,13 @@ func (r *runner) connectionLost(err error) {
 func (r *runner) markDown() {
 	r.open = false
 	r.p.connected.Store(false)
+	r.reconnectDue = false
+	r.stopDrain()
 	if r.spool == nil {
+		// paho sends them again on the next connection; to the breaker they failed
+		// on this one.
+		r.window.each(func(pd *pending) { r.outcome(pd.msg.brk, errConnectionLost) })
+		r.handedMsgs.each(func(m *message) { r.outcome(m.brk, errConnectionLost) })
 		return
 	}
 	if r.spooling {
@@ -994,14 +1434,15 @@ func (r *runner) markDown() {
 	} else {
 		r.setSpooling(true, "connection lost")
 	}
-	r.abandon()
+	r.abandon(errConnectionLost)
 }
 
 // abandon settles, with a spool, everything sent on a connection that is gone: what
 // the broker acknowledged is delivered, the rest goes back to the spool, oldest first:
-// direct messages appended, records rewound. Its sender is let go: a publish blocked
-// in the old client ends within WriteTimeout, and what it reports then is stale.
-func (r *runner) abandon() {
+// direct messages appended, records rewound, and reported to the breaker with why.
+// Its sender is let go: a publish blocked in the old client ends within WriteTimeout,
+// and what it reports then is stale.
+func (r *runner) abandon(why error) {
 	if r.sendq != nil {
 		// What the sender has not taken would only fail on the dead client; it is in
 		// handedMsgs, and settled below with the rest.
@@ -1023,17 +1464,18 @@ func (r *runner) abandon() {
 			r.delivered(pd.msg)
 			continue
 		}
-		r.unsent(pd.msg)
+		r.unsent(pd.msg, why)
 	}
 	for r.handedMsgs.len() > 0 {
-		r.unsent(r.handedMsgs.pop())
+		r.unsent(r.handedMsgs.pop(), why)
 	}
 	r.handed = 0
 	r.p.inflight.Store(0)
 }
 
 // unsent settles a message that went out on a lost connection unacknowledged.
-func (r *runner) unsent(m message) {
+func (r *runner) unsent(m message, why error) {
+	r.outcome(m.brk, why)
 	switch {
 	case m.status:
 	case m.fromSpool:
@@ -1085,6 +1527,7 @@ func (r *runner) settle() {
 // delivered accounts for a message the broker acknowledged.
 func (r *runner) delivered(m message) {
 	p := r.p
+	r.outcome(m.brk, nil)
 	switch {
 	case m.status:
 	case m.fromSpool:
@@ -1112,6 +1555,8 @@ func (r *runner) delivered(m message) {
 func (r *runner) sendFailed(m message, err error) {
 	p := r.p
 	p.metrics.errors.Inc()
+	r.outcome(m.brk, err)
+	m.brk = nil // sent again, it asks the breaker again
 	r.sendErrors++
 	args := []any{"topic", m.topic, "err", err}
 	if m.res != nil {
@@ -1184,6 +1629,7 @@ func (r *runner) setSpooling(on bool, why string, args ...any) {
 func (r *runner) spoolStep() {
 	if r.rewind && r.records == 0 {
 		if r.hasNext && r.next.fromSpool {
+			r.outcome(r.next.brk, context.Canceled) // never sent
 			r.next, r.hasNext = message{}, false
 		}
 		r.spool.Rewind()
@@ -1196,6 +1642,7 @@ func (r *runner) spoolStep() {
 	if r.hasNext && r.next.direct() {
 		m := r.next
 		r.next, r.hasNext = message{}, false
+		r.outcome(m.brk, context.Canceled) // never sent
 		r.toSpool(m)
 	}
 	// Every record is out: direct mode may begin while the last ones await their
@@ -1203,7 +1650,7 @@ func (r *runner) spoolStep() {
 	// it fails, abandon puts the records back ahead of them. Waiting for the spool to
 	// be empty instead would rarely end under a steady flow: the broker's last PUBACK
 	// of a burst may come after the next burst began.
-	if r.open && r.waitSpool && !r.rewind && !r.hasNext {
+	if r.open && r.waitSpool && !r.rewind && !r.hasNext && r.breakerClosed() {
 		r.setSpooling(false, "connected, every record sent", "replayed", r.p.replayed.Load(), "records_in_flight", r.records)
 	}
 }
@@ -1217,7 +1664,7 @@ func (r *runner) nextRecord() {
 		rec, ok := r.spool.Next()
 		if !ok {
 			r.waitSpool = true
-			if r.open && !r.rewind && r.direct == 0 {
+			if r.open && !r.rewind && r.direct == 0 && r.breakerClosed() {
 				r.setSpooling(false, "connected, every record sent", "replayed", p.replayed.Load(), "records_in_flight", r.records)
 			}
 			return
@@ -1296,8 +1743,10 @@ func (r *runner) toSpool(m message) {
 // disconnects.
 func (r *runner) finish() {
 	p := r.p
-	if r.retryTimer != nil {
-		r.retryTimer.Stop()
+	for _, t := range []*time.Timer{r.retryTimer, r.brkTimer, r.drainTimer} {
+		if t != nil {
+			t.Stop()
+		}
 	}
 	if r.sendq != nil {
 		close(r.sendq)
@@ -1326,10 +1775,12 @@ func (r *runner) finish() {
 	if r.open && r.client.IsConnectionOpen() {
 		wait := max(time.Until(r.drainEnds), minOfflineWait)
 		var tok mqtt.Token
+		offlineQoS := p.statusQoS()
 		if p.spb != nil {
+			offlineQoS = 1
 			tok = r.client.Publish(p.spb.deathTopic, 1, false, p.spb.death(r.connBdSeq))
 		} else {
-			tok = r.client.Publish(p.statusTopic, p.statusQoS, true, StatusOffline)
+			tok = r.client.Publish(p.statusTopic, offlineQoS, true, StatusOffline)
 		}
 		timer := time.NewTimer(wait)
 		for waiting := true; waiting; {
@@ -1339,7 +1790,7 @@ func (r *runner) finish() {
 				if err := tok.Error(); err != nil {
 					p.log.Warn("mqtt offline status not published", "broker", p.broker, "err", err)
 				} else {
-					p.metrics.published[p.statusQoS].Inc()
+					p.metrics.published[offlineQoS].Inc()
 				}
 			case ev := <-r.lost:
 				if ev.gen != r.gen {
@@ -1373,6 +1824,7 @@ func (r *runner) giveUpRest() {
 	p := r.p
 	undelivered := 0
 	giveUp := func(m message) {
+		r.outcome(m.brk, context.Canceled)
 		if m.res == nil {
 			return
 		}
@@ -1414,6 +1866,7 @@ func (r *runner) spoolRest() {
 			r.delivered(m)
 			continue
 		}
+		r.outcome(m.brk, context.Canceled)
 		switch {
 		case m.fromSpool:
 			r.records-- // still in the spool; the rewind hands it out again
@@ -1423,6 +1876,9 @@ func (r *runner) spoolRest() {
 			r.toSpool(m)
 			n++
 		}
+	}
+	if r.hasNext {
+		r.outcome(r.next.brk, context.Canceled)
 	}
 	if r.hasNext && r.next.direct() {
 		r.toSpool(r.next)
@@ -1565,4 +2021,11 @@ func (q *fifo[T]) pop() (v T) {
 		q.items, q.head = q.items[:n], 0
 	}
 	return v
+}
+
+// each calls f on every item, oldest first.
+func (q *fifo[T]) each(f func(*T)) {
+	for i := q.head; i < len(q.items); i++ {
+		f(&q.items[i])
+	}
 }
