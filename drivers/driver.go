@@ -36,12 +36,26 @@ type PressureReader interface {
 	Pressure() Pressure
 }
 
+// Reconfigurer is implemented by drivers that take a changed config while running (a
+// config reload): they apply what can change live, such as a rate or poll interval,
+// and return the keys that changed but take a restart. cfg is a value from the type's
+// Factory.NewConfig, already validated.
+type Reconfigurer interface {
+	Reconfigure(cfg any) (restart []string, err error)
+}
+
 // Pressure is the pipeline's answer to one Emit.
 type Pressure struct {
 	// Accepted is false when the reading was dropped because the pipeline was full.
 	Accepted bool
 	// Occupancy is the fill level of the source's ring after the emit, 0..1.
 	Occupancy float64
+	// MaxRateHz is the most readings per second the pipeline can take from this source
+	// now, set by its rate controller from ring occupancy and deadline misses; 0 means
+	// no limit. Drivers that set their own pace (a poll interval, an OPC UA sampling
+	// interval, a camera's frame rate) keep at or below it, and go back to their
+	// configured pace when it is 0 again.
+	MaxRateHz float64
 }
 
 // SlowDownAt is the ring occupancy from which drivers should lower their rate.
@@ -82,6 +96,11 @@ type Reading struct {
 	Scalars map[string]float64
 	// Truth is the ground-truth label when the source knows it (the simulator does).
 	Truth string
+
+	// Set for readings from AcquireReading: the image and buffer they own.
+	pooled, released bool
+	img              Image
+	buf              *[]byte
 }
 
 // Spec holds the settings every source has, whatever its type.

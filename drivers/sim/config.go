@@ -34,7 +34,17 @@ type Config struct {
 	Height int `yaml:"height"`
 	// Defects lists the defect kinds drawn, each equally likely.
 	Defects []string `yaml:"defects"`
+	// Cache, when above 0, renders that many images once and cycles through them, so
+	// the simulator can drive a pipeline far past what rendering keeps up with: load
+	// and overload tests. 0 renders every image.
+	Cache int `yaml:"cache"`
 }
+
+// Limits of the simulator's settings.
+const (
+	maxRateHz = 100000
+	maxCache  = 4096
+)
 
 // DefaultConfig is a 20 images/s line with 10% defective cells.
 func DefaultConfig() *Config {
@@ -52,8 +62,11 @@ func DefaultConfig() *Config {
 func (c *Config) Validate() error {
 	var errs []error
 	// Written as !(in range) so that NaN, which compares false, is refused too.
-	if !(c.RateHz > 0 && c.RateHz <= 10000) {
-		errs = append(errs, fmt.Errorf("rate_hz: %v is out of range (0,10000]", c.RateHz))
+	if !(c.RateHz > 0 && c.RateHz <= maxRateHz) {
+		errs = append(errs, fmt.Errorf("rate_hz: %v is out of range (0,%d]", c.RateHz, maxRateHz))
+	}
+	if c.Cache < 0 || c.Cache > maxCache {
+		errs = append(errs, fmt.Errorf("cache: %d is out of range 0..%d", c.Cache, maxCache))
 	}
 	if !(c.DefectRate >= 0 && c.DefectRate <= 1) {
 		errs = append(errs, fmt.Errorf("defect_rate: %v is out of range 0..1", c.DefectRate))

@@ -3,6 +3,9 @@ package sim
 import (
 	"bytes"
 	"context"
+	"math"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,8 +18,7 @@ import (
 // through a channel and answers with the pressure the test sets.
 type fakeEmitter struct {
 	readings chan *drivers.Reading
-	slow     atomic.Bool // answer with high occupancy
-	drop     atomic.Bool // answer that the reading was dropped
+	limit    atomic.Uint64 // math.Float64bits of the MaxRateHz to answer with
 
 	mu     sync.Mutex
 	health []bool
@@ -27,18 +29,13 @@ func newFakeEmitter() *fakeEmitter {
 }
 
 func (f *fakeEmitter) Emit(ctx context.Context, r *drivers.Reading) drivers.Pressure {
+	limit := math.Float64frombits(f.limit.Load())
 	select {
 	case f.readings <- r:
 	default:
-		return drivers.Pressure{Accepted: false, Occupancy: 1}
+		return drivers.Pressure{Accepted: false, Occupancy: 1, MaxRateHz: limit}
 	}
-	if f.drop.Load() {
-		return drivers.Pressure{Accepted: false, Occupancy: 0}
-	}
-	if f.slow.Load() {
-		return drivers.Pressure{Accepted: true, Occupancy: 0.9}
-	}
-	return drivers.Pressure{Accepted: true, Occupancy: 0.1}
+	return drivers.Pressure{Accepted: true, Occupancy: 0.1, MaxRateHz: limit}
 }
 
 func (f *fakeEmitter) Health(up bool, err error) {
@@ -170,22 +167,19 @@ func TestDriverFreshBuffers(t *testing.T) {
 }
 
 func TestDriverBackpressure(t *testing.T) {
-	const nominal = 500.0
+	const nominal, limit = 500.0, 40.0
 	d := newDriver(t, drivers.Spec{Name: "s"}, func(c *Config) { c.RateHz = nominal })
 	if got := d.RateHz(); got != nominal {
 		t.Fatalf("RateHz before Run = %v, want %v", got, nominal)
 	}
 	e := newFakeEmitter()
-	e.slow.Store(true)
+	e.limit.Store(math.Float64bits(limit))
 	start(t, d, e)
 
-	// Under steady pressure the rate falls to the floor within a few emits.
-	floor := nominal / maxStretch
-	for i := 0; d.RateHz() > floor*1.01; i++ {
-		if i > 50 {
-			t.Fatalf("rate %.1f Hz after %d slowed emits, want %.1f", d.RateHz(), i, floor)
-		}
-		e.next(t)
+	// The pipeline's limit holds from the next tick on.
+	e.next(t)
+	if got := d.RateHz(); got != limit {
+		t.Fatalf("RateHz under a %v Hz limit = %v", limit, got)
 	}
 	e.drain()
 	t0 := e.next(t).CapturedAt
@@ -194,35 +188,49 @@ func TestDriverBackpressure(t *testing.T) {
 	for range k {
 		tk = e.next(t).CapturedAt
 	}
-	if gap := tk.Sub(t0) / k; gap < time.Duration(float64(time.Second)/floor*0.9) {
-		t.Errorf("under pressure readings come every %v, want at least %v", gap, time.Duration(float64(time.Second)/floor))
+	if gap := tk.Sub(t0) / k; gap < time.Duration(float64(time.Second)/limit*0.9) {
+		t.Errorf("under a %v Hz limit readings come every %v", limit, gap)
 	}
 
-	// When pressure falls the rate climbs back to nominal, and no further.
-	e.slow.Store(false)
-	for i := 0; d.RateHz() < nominal; i++ {
-		if i > 50 {
-			t.Fatalf("rate %.1f Hz after %d calm emits, want %v", d.RateHz(), i, nominal)
-		}
+	// A limit above the configured rate changes nothing; no limit restores it.
+	for _, l := range []float64{2 * nominal, 0} {
+		e.limit.Store(math.Float64bits(l))
 		e.next(t)
-	}
-	e.next(t)
-	if got := d.RateHz(); got != nominal {
-		t.Errorf("rate %v after recovery, want %v", got, nominal)
+		e.next(t)
+		if got := d.RateHz(); got != nominal {
+			t.Errorf("RateHz with limit %v = %v, want %v", l, got, nominal)
+		}
 	}
 }
 
-func TestDriverDroppedSlowsDown(t *testing.T) {
-	// A dropped reading slows the driver even when the ring looks empty.
-	d := newDriver(t, drivers.Spec{Name: "s"}, func(c *Config) { c.RateHz = 1000 })
+func TestDriverReconfigure(t *testing.T) {
+	d := newDriver(t, drivers.Spec{Name: "s"}, func(c *Config) { c.RateHz = 5 })
 	e := newFakeEmitter()
-	e.drop.Store(true)
 	start(t, d, e)
-	for i := 0; d.RateHz() > 1000/maxStretch*1.01; i++ {
-		if i > 50 {
-			t.Fatalf("rate %.1f Hz after %d dropped readings", d.RateHz(), i)
-		}
-		e.next(t)
+	e.next(t)
+	c := DefaultConfig()
+	c.RateHz = 800
+	c.Seed = d.cfg.Seed + 1
+	restart, err := d.Reconfigure(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(restart, []string{"seed"}) {
+		t.Errorf("restart keys %v, want [seed]", restart)
+	}
+	// The pending tick is still at the old pace; the one after is at the new rate.
+	e.next(t)
+	e.next(t)
+	if got := d.RateHz(); got != 800 {
+		t.Errorf("RateHz after reconfigure = %v, want 800", got)
+	}
+	bad := DefaultConfig()
+	bad.RateHz = -1
+	if _, err := d.Reconfigure(bad); err == nil || !strings.Contains(err.Error(), "rate_hz") {
+		t.Errorf("bad rate: %v", err)
+	}
+	if _, err := d.Reconfigure(struct{}{}); err == nil {
+		t.Error("a config of another type was taken")
 	}
 }
 
@@ -277,3 +285,35 @@ func TestRegistered(t *testing.T) {
 		t.Error("factory accepted a foreign config")
 	}
 }
+
+func TestDriverCache(t *testing.T) {
+	d := newDriver(t, drivers.Spec{Name: "s"}, func(c *Config) { c.RateHz = 5000; c.Cache = 3; c.DefectRate = 0.5 })
+	e := newFakeEmitter()
+	start(t, d, e)
+	var got []*drivers.Reading
+	for range 7 {
+		got = append(got, e.next(t))
+	}
+	g, err := NewGenerator(&d.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, h := g.Size()
+	for i, r := range got {
+		if i < 3 {
+			want := make([]byte, w*h)
+			if truth := g.Next(want); truth != r.Truth || !bytes.Equal(want, r.Image.Data) {
+				t.Fatalf("reading %d is not the generator's image %d", i, i)
+			}
+			continue
+		}
+		if c := got[i%3]; c.Truth != r.Truth || !bytes.Equal(c.Image.Data, r.Image.Data) {
+			t.Fatalf("reading %d does not repeat cached image %d", i, i%3)
+		}
+		if &c0(got[i%3])[0] == &c0(r)[0] {
+			t.Fatalf("reading %d shares its buffer with the cache", i)
+		}
+	}
+}
+
+func c0(r *drivers.Reading) []byte { return r.Image.Data }
