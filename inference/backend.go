@@ -4,6 +4,7 @@ package inference
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 
 	"github.com/edgedrun/edged/models"
@@ -46,7 +47,8 @@ type Session interface {
 	Close() error
 }
 
-// Batch holds n frames' input tensor data back to back and the matching outputs.
+// Batch holds n frames' input tensor data back to back and the matching outputs. A
+// batch belongs to one goroutine at a time.
 type Batch struct {
 	N      int
 	Input  []float32 // N * the model's per-frame input size
@@ -55,7 +57,27 @@ type Batch struct {
 	InputLen, OutputLen int
 	owner               Session
 	close               func() error
-	run                 func(context.Context) error
+	run                 func(ctx context.Context, n int) error
+	// used is how many frames the next Run infers; 0 means N.
+	used int
+}
+
+// Use sets how many of the batch's frames (the first k) the next runs infer, so a
+// batch sized for the largest batch also runs a partial one without copying.
+func (b *Batch) Use(k int) error {
+	if k < 1 || k > b.N {
+		return fmt.Errorf("batch: %d frames asked of a batch of %d", k, b.N)
+	}
+	b.used = k
+	return nil
+}
+
+// Used is the number of frames the next Run infers.
+func (b *Batch) Used() int {
+	if b.used == 0 {
+		return b.N
+	}
+	return b.used
 }
 
 // Frame returns frame i's input and output slices.

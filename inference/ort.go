@@ -206,13 +206,42 @@ func (s *ortSession) NewBatch(n int) (*Batch, error) {
 		in.Destroy()
 		return nil, fmt.Errorf("output tensor %v: %w", outShape, err)
 	}
-	inputs, outputs := []ort.Value{in}, []ort.Value{out}
 	b := &Batch{
 		N: n, Input: in.GetData(), Output: out.GetData(),
 		InputLen: s.inLen, OutputLen: s.outLen, owner: s,
 	}
-	b.run = func(context.Context) error { return s.sess.Run(inputs, outputs) }
-	b.close = func() error { return errors.Join(in.Destroy(), out.Destroy()) }
+	// views[k-1] are tensors over the first k frames of the same memory, made on a
+	// batch's first run with k frames, so partial batches copy nothing and, after the
+	// first of each size, allocate nothing.
+	type view struct{ in, out []ort.Value }
+	views := make([]*view, n)
+	views[n-1] = &view{in: []ort.Value{in}, out: []ort.Value{out}}
+	b.run = func(_ context.Context, k int) error {
+		v := views[k-1]
+		if v == nil {
+			vi, err := ort.NewTensor(ort.NewShape(append([]int64{int64(k)}, s.inShape[1:]...)...), b.Input[:k*s.inLen])
+			if err != nil {
+				return fmt.Errorf("input view of %d frames: %w", k, err)
+			}
+			vo, err := ort.NewTensor(ort.NewShape(append([]int64{int64(k)}, s.outShape[1:]...)...), b.Output[:k*s.outLen])
+			if err != nil {
+				vi.Destroy()
+				return fmt.Errorf("output view of %d frames: %w", k, err)
+			}
+			v = &view{in: []ort.Value{vi}, out: []ort.Value{vo}}
+			views[k-1] = v
+		}
+		return s.sess.Run(v.in, v.out)
+	}
+	b.close = func() error {
+		var errs []error
+		for _, v := range views {
+			if v != nil {
+				errs = append(errs, v.in[0].Destroy(), v.out[0].Destroy())
+			}
+		}
+		return errors.Join(errs...)
+	}
 	return b, nil
 }
 
@@ -225,7 +254,7 @@ func (s *ortSession) Run(ctx context.Context, b *Batch) error {
 	if b.run == nil || b.owner != Session(s) {
 		return errors.New("run: batch is closed or not from this session")
 	}
-	if err := b.run(ctx); err != nil {
+	if err := b.run(ctx, b.Used()); err != nil {
 		return fmt.Errorf("onnx runtime run: %w", err)
 	}
 	return nil

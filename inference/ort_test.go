@@ -2,6 +2,8 @@ package inference_test
 
 import (
 	"context"
+	"math"
+	"math/rand/v2"
 	"os"
 	"strings"
 	"testing"
@@ -189,4 +191,57 @@ func BenchmarkSessionRun(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "frames/s")
+}
+
+// TestPartialBatch runs the first k frames of a batch of 8 and checks each frame's
+// outputs match the same frame run alone, and that the frames past k are left alone.
+func TestPartialBatch(t *testing.T) {
+	o := orttest.Open(t)
+	_, sess := orttest.Demo(t, o)
+	big, err := sess.NewBatch(8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer big.Close()
+	one, err := sess.NewBatch(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer one.Close()
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range big.Input {
+		big.Input[i] = float32(rng.NormFloat64())
+	}
+	if err := big.Use(9); err == nil {
+		t.Error("Use(9) on a batch of 8 accepted")
+	}
+	for _, k := range []int{3, 8, 1, 3} {
+		if err := big.Use(k); err != nil {
+			t.Fatal(err)
+		}
+		for i := range big.Output {
+			big.Output[i] = -999
+		}
+		if err := sess.Run(context.Background(), big); err != nil {
+			t.Fatalf("k=%d: %v", k, err)
+		}
+		for f := range 8 {
+			in, out := big.Frame(f)
+			if f >= k {
+				if out[0] != -999 {
+					t.Errorf("k=%d: frame %d past the used ones was written", k, f)
+				}
+				continue
+			}
+			copy(one.Input, in)
+			if err := sess.Run(context.Background(), one); err != nil {
+				t.Fatal(err)
+			}
+			for j := range out {
+				if d := math.Abs(float64(out[j] - one.Output[j])); d > 1e-4 {
+					t.Fatalf("k=%d frame %d output %d: %v in the batch, %v alone", k, f, j, out[j], one.Output[j])
+				}
+			}
+		}
+	}
 }
