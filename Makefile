@@ -66,10 +66,15 @@ test: test-setup
 soak: test-setup
 	EDGED_SOAK=1 $(GO) test -race -count=1 -timeout 60m -run 'Outage|Soak|Overload|Delivery' ./...
 
-# bench: component benchmarks, then the pipeline against bare ONNX Runtime runs.
-bench: ort $(BIN)
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./...
+# bench: component benchmarks (rings against channels, batching, the publisher against
+# bare paho, the spool, preprocessing), then the pipeline against bare ONNX Runtime runs;
+# ends with the table of ratios, each against its baseline from the same run.
+bench: test-setup $(BIN)
+	mkdir -p var
+	set -o pipefail; $(GO) test -run '^$$' -bench . -benchmem -count 5 ./pipeline/ ./publish/ | tee var/bench.txt
+	set -o pipefail; $(GO) test -run '^$$' -bench . -benchmem -count 1 ./inference/ ./spool/ ./drivers/... ./config/ | tee -a var/bench.txt
 	$(BIN) bench
+	$(GO) run ./internal/benchtable < var/bench.txt
 
 # model retrains the bundled demo model from simulator images (needs Debian's
 # python3-torch; the build and tests never do).

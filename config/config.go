@@ -134,6 +134,9 @@ type MQTT struct {
 	Format string `yaml:"format"`
 	// Sparkplug names the Sparkplug B edge node; used with FormatSparkplugB only.
 	Sparkplug Sparkplug `yaml:"sparkplug"`
+	// Breaker guards the live path to the broker: while it is open, results go to the
+	// spool.
+	Breaker Breaker `yaml:"breaker"`
 }
 
 // Payload formats of mqtt.format.
@@ -187,7 +190,56 @@ type Models struct {
 type Pipeline struct {
 	RingSize int `yaml:"ring_size"`
 	Workers  int `yaml:"workers"`
+	// MaxBatch is the most frames one inference run takes; models with a fixed batch
+	// of one always run one frame.
+	MaxBatch int `yaml:"max_batch"`
+	// MaxWait is how long a worker holding fewer than MaxBatch frames waits for more
+	// before it runs what it has.
+	MaxWait Duration `yaml:"max_wait"`
+	// Breaker guards the inference backend: while it is open, frames get the verdict
+	// UNKNOWN with reason "degraded" and their inspection's fail-safe action.
+	Breaker Breaker `yaml:"breaker"`
 }
+
+// Breaker is a circuit breaker over a sliding window: it opens when, over the last
+// Window, more than FailureRatio of at least MinCalls calls failed; after OpenTimeout it
+// lets HalfOpenProbes calls through, whose success closes it.
+type Breaker struct {
+	Window         Duration `yaml:"window"`
+	FailureRatio   float64  `yaml:"failure_ratio"`
+	MinCalls       int      `yaml:"min_calls"`
+	OpenTimeout    Duration `yaml:"open_timeout"`
+	HalfOpenProbes int      `yaml:"half_open_probes"`
+}
+
+// Backpressure policies of a source: what happens to a frame that finds its ring full.
+const (
+	// BackpressureBlock makes the driver wait for room: the source slows down.
+	BackpressureBlock = "block"
+	// BackpressureDropOldest evicts the oldest waiting frame for the new one.
+	BackpressureDropOldest = "drop_oldest"
+	// BackpressureDropNewest refuses the new frame.
+	BackpressureDropNewest = "drop_newest"
+	// BackpressureLatest keeps only the newest frame waiting: a camera whose older
+	// frames are worth nothing once a newer one exists.
+	BackpressureLatest = "latest"
+)
+
+// Backpressures lists the policies in the order the docs give them.
+var Backpressures = []string{BackpressureBlock, BackpressureDropOldest, BackpressureDropNewest, BackpressureLatest}
+
+// Fail-safe actions for a part whose frame got no verdict from the model.
+const (
+	// FailSafeDivert sends the part to manual inspection.
+	FailSafeDivert = "divert"
+	// FailSafeReject rejects the part.
+	FailSafeReject = "reject"
+	// FailSafePass lets the part go on.
+	FailSafePass = "pass"
+)
+
+// FailSafes lists the fail-safe actions.
+var FailSafes = []string{FailSafeDivert, FailSafeReject, FailSafePass}
 
 // Source is one line device.
 type Source struct {
@@ -197,6 +249,9 @@ type Source struct {
 	// VerdictBudget is the time from capture by which the verdict is due; older frames
 	// are dropped as stale.
 	VerdictBudget Duration `yaml:"verdict_budget"`
+	// Backpressure is what a frame that finds the source's ring full does: one of
+	// Backpressures.
+	Backpressure string `yaml:"backpressure"`
 	// Driver is the driver's own config, decoded from the block keyed by Type: a
 	// pointer made by the type's Factory.NewConfig.
 	Driver any `yaml:"-"`
@@ -217,10 +272,26 @@ type Inspection struct {
 	// Threshold is the least defect probability for an NG verdict; 0 takes the
 	// manifest's.
 	Threshold float64 `yaml:"threshold"`
+	// FailSafe is the action a result without a model verdict (UNKNOWN) carries: one
+	// of FailSafes.
+	FailSafe string `yaml:"fail_safe"`
 }
 
 // Default values that no profile sets; the demo config spells each out.
-const defaultVerdictBudget = 500 * time.Millisecond
+const (
+	defaultVerdictBudget = 500 * time.Millisecond
+	defaultBackpressure  = BackpressureBlock
+	defaultFailSafe      = FailSafeDivert
+)
+
+// DefaultBreaker is the breaker both the inference backend and the publisher get.
+var DefaultBreaker = Breaker{
+	Window:         Duration(10 * time.Second),
+	FailureRatio:   0.35,
+	MinCalls:       20,
+	OpenTimeout:    Duration(5 * time.Second),
+	HalfOpenProbes: 3,
+}
 
 // defaults returns a config holding every default. Keys left out of a file keep these.
 func defaults() Config {
@@ -237,6 +308,7 @@ func defaults() Config {
 			KeepAlive:      Duration(30 * time.Second),
 			ConnectTimeout: Duration(10 * time.Second),
 			Format:         FormatJSON,
+			Breaker:        DefaultBreaker,
 			Spool: Spool{
 				Dir:          "var/spool",
 				MaxBytes:     256 * MiB,
@@ -245,6 +317,7 @@ func defaults() Config {
 			},
 		},
 		Models:          Models{Dir: "var/models"},
+		Pipeline:        Pipeline{MaxWait: Duration(2 * time.Millisecond), Breaker: DefaultBreaker},
 		ShutdownTimeout: Duration(10 * time.Second),
 	}
 }
@@ -377,7 +450,7 @@ func decodeSource(c *checker, n *yaml.Node, i int) (Source, bool) {
 		return Source{}, false
 	}
 
-	s := Source{VerdictBudget: Duration(defaultVerdictBudget)}
+	s := Source{VerdictBudget: Duration(defaultVerdictBudget), Backpressure: defaultBackpressure}
 	if err := common.Decode(&s); err != nil {
 		c.fail("%s: %s", path, cleanYAMLError(err))
 		return Source{}, false
@@ -394,6 +467,11 @@ func decodeSource(c *checker, n *yaml.Node, i int) (Source, bool) {
 
 // fillDerived sets the defaults that depend on other settings or on the machine.
 func (c *Config) fillDerived() {
+	for i := range c.Inspections {
+		if c.Inspections[i].FailSafe == "" {
+			c.Inspections[i].FailSafe = defaultFailSafe
+		}
+	}
 	if c.Node.Name == "" {
 		c.Node.Name = hostname()
 	}
@@ -461,6 +539,7 @@ func (c *Config) ApplyProfile(p *hwprofiles.Profile) {
 	}
 	fill(&c.Pipeline.RingSize, p.Pipeline.RingSize)
 	fill(&c.Pipeline.Workers, p.Pipeline.Workers)
+	fill(&c.Pipeline.MaxBatch, p.Pipeline.MaxBatch)
 }
 
 // prefixed puts p before each error that err joins, keeping them joined, so that every

@@ -121,7 +121,7 @@ func TestDemoConfig(t *testing.T) {
 		"http listen":     cfg.HTTP.Listen == "127.0.0.1:8080",
 		"client id":       cfg.MQTT.ClientID == "edged-demo-site-line-1-"+cfg.Node.Name,
 		"one source":      len(cfg.Sources) == 1 && cfg.Sources[0].Name == "cell-cam" && cfg.Sources[0].Type == "sim",
-		"inspection":      len(cfg.Inspections) == 1 && cfg.Inspections[0] == Inspection{Name: "el-defect", Source: "cell-cam", Model: "el-defect"},
+		"inspection":      len(cfg.Inspections) == 1 && cfg.Inspections[0] == Inspection{Name: "el-defect", Source: "cell-cam", Model: "el-defect", FailSafe: FailSafeDivert} && cfg.Sources[0].Backpressure == BackpressureBlock,
 	}
 	for what, ok := range want {
 		if !ok {
@@ -218,7 +218,7 @@ func TestApplyProfile(t *testing.T) {
 	if !slices.Equal(rt.ExecutionProviders, []string{"TensorRT", "CUDA", "CPU"}) {
 		t.Errorf("execution providers %v", rt.ExecutionProviders)
 	}
-	if pl != (Pipeline{RingSize: 64, Workers: 2}) {
+	if pl.RingSize != 64 || pl.Workers != 2 || pl.MaxBatch != 8 || pl.MaxWait.Std() != 2*time.Millisecond || pl.Breaker != DefaultBreaker {
 		t.Errorf("pipeline %+v", pl)
 	}
 	if err := cfg.Validate(); err != nil {

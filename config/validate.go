@@ -22,6 +22,8 @@ const (
 	maxThreads         = 256
 	maxRingSize        = 1 << 16
 	maxWorkers         = 256
+	maxBatch           = 1024
+	maxBatchWait       = time.Second
 	maxVerdictBudget   = time.Minute
 	maxShutdownTimeout = 10 * time.Minute
 	maxConnectTimeout  = 5 * time.Minute
@@ -115,6 +117,10 @@ func (c *Config) Validate() error {
 
 	v.intRange("pipeline.ring_size", c.Pipeline.RingSize, 0, maxRingSize)
 	v.intRange("pipeline.workers", c.Pipeline.Workers, 0, maxWorkers)
+	v.intRange("pipeline.max_batch", c.Pipeline.MaxBatch, 0, maxBatch)
+	v.durRange("pipeline.max_wait", c.Pipeline.MaxWait, 0, maxBatchWait, true)
+	v.breaker("pipeline.breaker", c.Pipeline.Breaker)
+	v.breaker("mqtt.breaker", c.MQTT.Breaker)
 	v.durRange("shutdown_timeout", c.ShutdownTimeout, 0, maxShutdownTimeout, false)
 
 	v.sources(c.Sources)
@@ -233,6 +239,7 @@ func (v *validation) sources(sources []Source) {
 			first[s.Name] = i
 		}
 		v.durRange(path+".verdict_budget", s.VerdictBudget, 0, maxVerdictBudget, false)
+		v.oneOf(path+".backpressure", s.Backpressure, Backpressures...)
 		v.driver(path, s)
 	}
 }
@@ -290,5 +297,25 @@ func (v *validation) inspections(ins []Inspection, sources []Source) {
 		if t := in.Threshold; math.IsNaN(t) || t < 0 || t >= 1 {
 			v.fail("%s.threshold: %v is out of range [0,1)", path, t)
 		}
+		v.oneOf(path+".fail_safe", in.FailSafe, FailSafes...)
 	}
+}
+
+// Breaker limits.
+const (
+	minBreakerWindow = time.Second
+	maxBreakerWindow = time.Hour
+	maxOpenTimeout   = time.Hour
+	maxMinCalls      = 1 << 20
+	maxProbes        = 1000
+)
+
+func (v *validation) breaker(path string, b Breaker) {
+	v.durRange(path+".window", b.Window, minBreakerWindow, maxBreakerWindow, true)
+	if r := b.FailureRatio; math.IsNaN(r) || r <= 0 || r >= 1 {
+		v.fail("%s.failure_ratio: %v is out of range (0,1)", path, r)
+	}
+	v.intRange(path+".min_calls", b.MinCalls, 1, maxMinCalls)
+	v.durRange(path+".open_timeout", b.OpenTimeout, 10*time.Millisecond, maxOpenTimeout, true)
+	v.intRange(path+".half_open_probes", b.HalfOpenProbes, 1, maxProbes)
 }

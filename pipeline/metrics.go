@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -16,14 +17,15 @@ type metrics struct {
 	inferSeconds prometheus.Histogram
 	batchSize    prometheus.Histogram
 	verdicts     *prometheus.CounterVec
+	unknown      *prometheus.CounterVec
 	modelInfo    *prometheus.GaugeVec
 }
 
 // collector reads the pipeline's own counters at scrape time, so the metrics and the
 // accounting the tests assert are one and the same numbers.
 type collector struct {
-	p                                *Pipeline
-	frames, inFlight, ring, up, rate *prometheus.Desc
+	p                                                     *Pipeline
+	frames, inFlight, ring, up, rate, limit, misses, late *prometheus.Desc
 }
 
 func newMetrics(reg prometheus.Registerer, p *Pipeline) (*metrics, error) {
@@ -42,6 +44,10 @@ func newMetrics(reg prometheus.Registerer, p *Pipeline) (*metrics, error) {
 			Name: "edged_verdicts_total",
 			Help: "Verdicts published, by inspection and verdict (OK, NG, UNKNOWN).",
 		}, []string{"inspection", "verdict"}),
+		unknown: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edged_unknown_verdicts_total",
+			Help: "UNKNOWN verdicts by inspection and reason: degraded (inference breaker open) or error (preprocessing or the model failed). Each carries the inspection's fail-safe action.",
+		}, []string{"inspection", "reason"}),
 		modelInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "edged_model_info",
 			Help: "The active model of each name: 1 for the loaded version.",
@@ -59,9 +65,15 @@ func newMetrics(reg prometheus.Registerer, p *Pipeline) (*metrics, error) {
 		up: prometheus.NewDesc("edged_driver_up",
 			"1 while the source's device is reachable.", []string{"source"}, nil),
 		rate: prometheus.NewDesc("edged_source_rate_hz",
-			"Current rate of the source after backpressure.", []string{"source"}, nil),
+			"Current rate of the source after backpressure: the driver's own pace where it reports one, else the measured rate of accepted frames.", []string{"source"}, nil),
+		limit: prometheus.NewDesc("edged_source_rate_limit_hz",
+			"The rate controller's limit for the source; 0 while the source runs at its own pace.", []string{"source"}, nil),
+		misses: prometheus.NewDesc("edged_deadline_misses_total",
+			"Frames that missed their verdict deadline: dropped as stale before inference, or published late.", []string{"source"}, nil),
+		late: prometheus.NewDesc("edged_frames_late_total",
+			"Frames published after their deadline (also in edged_deadline_misses_total).", []string{"source"}, nil),
 	}
-	for _, col := range []prometheus.Collector{m.inferSeconds, m.batchSize, m.verdicts, m.modelInfo, c} {
+	for _, col := range []prometheus.Collector{m.inferSeconds, m.batchSize, m.verdicts, m.unknown, m.modelInfo, c} {
 		if err := reg.Register(col); err != nil {
 			return nil, fmt.Errorf("register pipeline metrics: %w", err)
 		}
@@ -75,6 +87,9 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.ring
 	ch <- c.up
 	ch <- c.rate
+	ch <- c.limit
+	ch <- c.misses
+	ch <- c.late
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -95,14 +110,20 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.frames, prometheus.CounterValue, float64(o.v), name, o.outcome)
 		}
 		ch <- prometheus.MustNewConstMetric(c.inFlight, prometheus.GaugeValue, float64(n.InFlight), name)
-		ch <- prometheus.MustNewConstMetric(c.ring, prometheus.GaugeValue, s.ring.Occupancy(), "source:"+name)
+		ch <- prometheus.MustNewConstMetric(c.ring, prometheus.GaugeValue, s.occupancy(), "source:"+name)
 		up := 0.0
 		if s.up.Load() {
 			up = 1
 		}
 		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, up, name)
+		rate := math.Float64frombits(s.arrival.Load())
 		if rr, ok := s.driver.(RateReporter); ok {
-			ch <- prometheus.MustNewConstMetric(c.rate, prometheus.GaugeValue, rr.RateHz(), name)
+			rate = rr.RateHz()
 		}
+		ch <- prometheus.MustNewConstMetric(c.rate, prometheus.GaugeValue, rate, name)
+		ch <- prometheus.MustNewConstMetric(c.limit, prometheus.GaugeValue, math.Float64frombits(s.limit.Load()), name)
+		late := s.late.Load()
+		ch <- prometheus.MustNewConstMetric(c.misses, prometheus.CounterValue, float64(n.DroppedStale+late), name)
+		ch <- prometheus.MustNewConstMetric(c.late, prometheus.CounterValue, float64(late), name)
 	}
 }

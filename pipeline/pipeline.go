@@ -1,6 +1,8 @@
-// Package pipeline carries readings from drivers to verdicts: a bounded ring per source,
-// deadline checks before inference, workers that preprocess, infer and postprocess, and
-// the hand-off of results to the publisher. It accounts for every frame: for each source,
+// Package pipeline carries readings from drivers to verdicts: a lock-free ring per
+// source with a backpressure policy, a rate controller that slows the source while the
+// pipeline is behind, workers that gather frames into batches, drop the ones past their
+// deadline, preprocess, infer behind a circuit breaker and postprocess, and the hand-off
+// of results to the publisher. It accounts for every frame: for each source,
 // accepted = published + dropped{full,stale,error,shutdown} + in flight, at every moment.
 package pipeline
 
@@ -11,12 +13,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/edgedrun/edged/breaker"
 	"github.com/edgedrun/edged/drivers"
 	"github.com/edgedrun/edged/inference"
 	"github.com/edgedrun/edged/models"
@@ -24,7 +29,8 @@ import (
 )
 
 // Sink takes results. Publish may block to push back on the workers; it must not drop a
-// result silently.
+// result silently. ctx carries the frame's deadline (see Deadline); it ends only with
+// the pipeline, never at the deadline, since a late verdict is still delivered.
 type Sink interface {
 	Publish(ctx context.Context, r *publish.Result) error
 }
@@ -34,10 +40,31 @@ type Identity struct {
 	Node string
 }
 
+// Backpressure policies, as in the config's sources[].backpressure.
+const (
+	Block      = "block"
+	DropOldest = "drop_oldest"
+	DropNewest = "drop_newest"
+	Latest     = "latest"
+)
+
+var policies = []string{Block, DropOldest, DropNewest, Latest}
+
+// Fail-safe actions of an inspection, as in the config's inspections[].fail_safe.
+const (
+	Divert = "divert"
+	Reject = "reject"
+	Pass   = "pass"
+)
+
+var failSafes = []string{Divert, Reject, Pass}
+
 // Source is one driver with its common settings.
 type Source struct {
 	Spec   drivers.Spec
 	Driver drivers.Driver
+	// Backpressure is one of Block (the default), DropOldest, DropNewest, Latest.
+	Backpressure string
 }
 
 // Model is a loaded model with what it needs around it.
@@ -53,32 +80,48 @@ type Inspection struct {
 	Model  *Model
 	// Threshold overrides the manifest's NG threshold when above 0.
 	Threshold float32
+	// FailSafe is the action an UNKNOWN result carries: Divert (the default), Reject, Pass.
+	FailSafe string
 }
 
 // Config wires a pipeline.
 type Config struct {
 	Identity Identity
-	// RingSize is each source's ring capacity.
+	// RingSize is each source's ring capacity, rounded up to a power of two.
 	RingSize int
 	// Workers per source.
 	Workers int
+	// MaxBatch is the most frames a worker runs through a model at once; a model that
+	// takes fewer (a fixed batch of one) caps it. 0 or 1 means one frame at a time.
+	MaxBatch int
+	// MaxWait is how long a worker holding fewer than MaxBatch frames waits for more.
+	MaxWait time.Duration
 	// DrainTimeout bounds how long Run spends finishing queued frames after ctx ends;
 	// what is left then is counted as dropped for shutdown.
 	DrainTimeout time.Duration
-	Sink         Sink
-	Registerer   prometheus.Registerer
-	Log          *slog.Logger
+	// Breaker configures the breaker around each model's runs; its Name is set per
+	// model ("inference:<model>"). The zero value takes the breaker package's defaults.
+	Breaker breaker.Config
+	// Breakers holds the breaker metrics of the process; nil makes a set on Registerer.
+	Breakers *breaker.Metrics
+	// ControlInterval is the rate controller's tick; 0 means 100ms.
+	ControlInterval time.Duration
+	Sink            Sink
+	Registerer      prometheus.Registerer
+	Log             *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
 
 // Pipeline runs sources and inspections until its context ends.
 type Pipeline struct {
-	cfg     Config
-	sources []*source
-	bySrc   map[string]*source
-	metrics *metrics
-	now     func() time.Time
+	cfg      Config
+	sources  []*source
+	bySrc    map[string]*source
+	byIns    map[string]*inspection
+	breakers map[*Model]*breaker.Breaker
+	metrics  *metrics
+	now      func() time.Time
 }
 
 // Frame outcomes, as in the edged_frames_total metric.
@@ -104,23 +147,44 @@ func (c Counts) Balanced() bool {
 type source struct {
 	spec        drivers.Spec
 	driver      drivers.Driver
-	ring        *Ring
+	q           *MPMC[*drivers.Reading]
 	inspections []*inspection
-	log         *slog.Logger
-	seq         atomic.Uint64
+	// batch is the most frames one model run takes for this source: the smallest of
+	// the config's MaxBatch and what each inspection's model accepts.
+	batch int
+	log   *slog.Logger
+	seq   atomic.Uint64
+
+	policy atomic.Int32 // index into policies
+	budget atomic.Int64 // verdict budget in ns; 0 means none
 
 	// Accounting: in flight is accepted minus every outcome. accepted is raised before
 	// a frame can reach an outcome and read after the outcomes (see counts), so a
 	// snapshot never shows a frame unaccounted for.
 	accepted, published, droppedFull, droppedStale, errs, droppedShutdown atomic.Uint64
-	up                                                                    atomic.Bool
+	// late counts frames published after their deadline: misses the stale check could
+	// not foresee. Together with droppedStale it is the deadline miss count.
+	late atomic.Uint64
+	up   atomic.Bool
+	// blocked counts emits waiting for room under the Block policy.
+	blocked atomic.Int64
+	// limit is the rate controller's answer (math.Float64bits of Hz; 0 means none) and
+	// arrival its measured rate of accepted frames.
+	limit, arrival atomic.Uint64
+	// inferNS is a moving average of one model run of this source, used to drop
+	// frames that would finish past their deadline before running them.
+	inferNS atomic.Int64
+	ctl     control
 }
 
 type inspection struct {
 	name      string
 	model     *Model
-	post      *inference.Postprocessor
+	post      atomic.Pointer[inference.Postprocessor]
+	failSafe  atomic.Pointer[string]
+	threshold float32
 	modelInfo publish.ModelRef
+	br        *breaker.Breaker
 }
 
 // New checks the wiring and builds a pipeline; it starts nothing.
@@ -134,6 +198,12 @@ func New(cfg Config, sources []Source, inspections []Inspection) (*Pipeline, err
 	if cfg.Workers < 1 {
 		return nil, fmt.Errorf("pipeline: workers %d is below 1", cfg.Workers)
 	}
+	if cfg.MaxBatch < 1 {
+		cfg.MaxBatch = 1
+	}
+	if cfg.MaxWait < 0 {
+		return nil, fmt.Errorf("pipeline: max wait %v is below 0", cfg.MaxWait)
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
@@ -143,7 +213,20 @@ func New(cfg Config, sources []Source, inspections []Inspection) (*Pipeline, err
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = 5 * time.Second
 	}
-	p := &Pipeline{cfg: cfg, bySrc: map[string]*source{}, now: cfg.Now}
+	if cfg.ControlInterval <= 0 {
+		cfg.ControlInterval = 100 * time.Millisecond
+	}
+	if cfg.Breakers == nil {
+		m, err := breaker.NewMetrics(cfg.Registerer)
+		if err != nil {
+			return nil, fmt.Errorf("pipeline: %w", err)
+		}
+		cfg.Breakers = m
+	}
+	p := &Pipeline{
+		cfg: cfg, bySrc: map[string]*source{}, byIns: map[string]*inspection{},
+		breakers: map[*Model]*breaker.Breaker{}, now: cfg.Now,
+	}
 	if p.now == nil {
 		p.now = time.Now
 	}
@@ -151,7 +234,13 @@ func New(cfg Config, sources []Source, inspections []Inspection) (*Pipeline, err
 		if _, dup := p.bySrc[s.Spec.Name]; dup {
 			return nil, fmt.Errorf("pipeline: source %q twice", s.Spec.Name)
 		}
-		src := &source{spec: s.Spec, driver: s.Driver, ring: NewRing(cfg.RingSize), log: cfg.Log.With("source", s.Spec.Name)}
+		src := &source{
+			spec: s.Spec, driver: s.Driver, q: NewMPMC[*drivers.Reading](cfg.RingSize),
+			batch: cfg.MaxBatch, log: cfg.Log.With("source", s.Spec.Name),
+		}
+		if err := src.set(s.Backpressure, s.Spec.Budget); err != nil {
+			return nil, fmt.Errorf("pipeline: source %q: %w", s.Spec.Name, err)
+		}
 		p.sources = append(p.sources, src)
 		p.bySrc[s.Spec.Name] = src
 	}
@@ -160,18 +249,35 @@ func New(cfg Config, sources []Source, inspections []Inspection) (*Pipeline, err
 		if !ok {
 			return nil, fmt.Errorf("pipeline: inspection %q: source %q is not configured", in.Name, in.Source)
 		}
+		if _, dup := p.byIns[in.Name]; dup {
+			return nil, fmt.Errorf("pipeline: inspection %q twice", in.Name)
+		}
 		if in.Model == nil || in.Model.Session == nil || in.Model.Manifest == nil {
 			return nil, fmt.Errorf("pipeline: inspection %q has no model loaded", in.Name)
 		}
-		post, err := inference.NewPostprocessor(in.Model.Manifest.Postprocess, in.Threshold)
-		if err != nil {
+		m := in.Model.Manifest
+		ins := &inspection{
+			name: in.Name, model: in.Model,
+			modelInfo: publish.ModelRef{Name: m.Name, Version: m.Version, SHA256: m.SHA256},
+		}
+		if err := ins.set(in.Threshold, in.FailSafe); err != nil {
 			return nil, fmt.Errorf("pipeline: inspection %q: %w", in.Name, err)
 		}
-		m := in.Model.Manifest
-		src.inspections = append(src.inspections, &inspection{
-			name: in.Name, model: in.Model, post: post,
-			modelInfo: publish.ModelRef{Name: m.Name, Version: m.Version, SHA256: m.SHA256},
-		})
+		br, ok := p.breakers[in.Model]
+		if !ok {
+			bc := cfg.Breaker
+			bc.Name = "inference:" + m.Name
+			bc.Log = cfg.Log
+			var err error
+			if br, err = breaker.New(bc, cfg.Breakers); err != nil {
+				return nil, fmt.Errorf("pipeline: inspection %q: %w", in.Name, err)
+			}
+			p.breakers[in.Model] = br
+		}
+		ins.br = br
+		src.inspections = append(src.inspections, ins)
+		src.batch = min(src.batch, max(1, in.Model.Session.MaxBatch()))
+		p.byIns[in.Name] = ins
 	}
 	for _, s := range p.sources {
 		if len(s.inspections) == 0 {
@@ -190,6 +296,98 @@ func New(cfg Config, sources []Source, inspections []Inspection) (*Pipeline, err
 	return p, nil
 }
 
+func (s *source) set(policy string, budget time.Duration) error {
+	if policy == "" {
+		policy = Block
+	}
+	i := slices.Index(policies, policy)
+	if i < 0 {
+		return fmt.Errorf("backpressure %q is not one of %v", policy, policies)
+	}
+	if budget < 0 {
+		return fmt.Errorf("verdict budget %v is below 0", budget)
+	}
+	s.policy.Store(int32(i))
+	s.budget.Store(int64(budget))
+	return nil
+}
+
+func (in *inspection) set(threshold float32, failSafe string) error {
+	if failSafe == "" {
+		failSafe = Divert
+	}
+	if !slices.Contains(failSafes, failSafe) {
+		return fmt.Errorf("fail-safe %q is not one of %v", failSafe, failSafes)
+	}
+	post, err := inference.NewPostprocessor(in.model.Manifest.Postprocess, threshold)
+	if err != nil {
+		return err
+	}
+	in.post.Store(post)
+	in.failSafe.Store(&failSafe)
+	in.threshold = threshold
+	return nil
+}
+
+// SourceSettings are what a config reload may change of a running source.
+type SourceSettings struct {
+	Backpressure string
+	Budget       time.Duration
+}
+
+// InspectionSettings are what a config reload may change of a running inspection.
+type InspectionSettings struct {
+	Threshold float32
+	FailSafe  string
+}
+
+// CheckSource reports whether SetSource would take the settings, changing nothing.
+func (p *Pipeline) CheckSource(name string, st SourceSettings) error {
+	if _, ok := p.bySrc[name]; !ok {
+		return fmt.Errorf("source %q is not running", name)
+	}
+	if st.Backpressure != "" && !slices.Contains(policies, st.Backpressure) {
+		return fmt.Errorf("source %q: backpressure %q is not one of %v", name, st.Backpressure, policies)
+	}
+	if st.Budget < 0 {
+		return fmt.Errorf("source %q: verdict budget %v is below 0", name, st.Budget)
+	}
+	return nil
+}
+
+// SetSource changes a running source's policy and verdict budget; frames emitted from
+// then on follow them.
+func (p *Pipeline) SetSource(name string, st SourceSettings) error {
+	if err := p.CheckSource(name, st); err != nil {
+		return err
+	}
+	return p.bySrc[name].set(st.Backpressure, st.Budget)
+}
+
+// CheckInspection reports whether SetInspection would take the settings, changing nothing.
+func (p *Pipeline) CheckInspection(name string, st InspectionSettings) error {
+	in, ok := p.byIns[name]
+	if !ok {
+		return fmt.Errorf("inspection %q is not running", name)
+	}
+	if st.FailSafe != "" && !slices.Contains(failSafes, st.FailSafe) {
+		return fmt.Errorf("inspection %q: fail-safe %q is not one of %v", name, st.FailSafe, failSafes)
+	}
+	if _, err := inference.NewPostprocessor(in.model.Manifest.Postprocess, st.Threshold); err != nil {
+		return fmt.Errorf("inspection %q: %w", name, err)
+	}
+	return nil
+}
+
+// SetInspection changes a running inspection's threshold and fail-safe action; batches
+// postprocessed from then on use them.
+func (p *Pipeline) SetInspection(name string, st InspectionSettings) error {
+	if err := p.CheckInspection(name, st); err != nil {
+		return err
+	}
+	return p.byIns[name].set(st.Threshold, st.FailSafe)
+}
+
 // Counts returns the accounting snapshot of a source.
 func (p *Pipeline) Counts(sourceName string) (Counts, bool) {
 	s, ok := p.bySrc[sourceName]
@@ -197,6 +395,25 @@ func (p *Pipeline) Counts(sourceName string) (Counts, bool) {
 		return Counts{}, false
 	}
 	return s.counts(), true
+}
+
+// RateLimit returns the rate controller's current limit for a source in Hz (0: none)
+// and the measured rate of accepted frames.
+func (p *Pipeline) RateLimit(sourceName string) (limit, arrival float64, ok bool) {
+	s, ok := p.bySrc[sourceName]
+	if !ok {
+		return 0, 0, false
+	}
+	return math.Float64frombits(s.limit.Load()), math.Float64frombits(s.arrival.Load()), true
+}
+
+// BreakerStates returns the state of each model's inference breaker, by model name.
+func (p *Pipeline) BreakerStates() map[string]breaker.State {
+	out := make(map[string]breaker.State, len(p.breakers))
+	for m, br := range p.breakers {
+		out[m.Manifest.Name] = br.State()
+	}
+	return out
 }
 
 func (s *source) counts() Counts {
@@ -213,12 +430,16 @@ func (s *source) counts() Counts {
 	return c
 }
 
-// Run starts every driver and worker and returns after ctx ends, the drivers have
-// stopped and the rings are drained (or DrainTimeout passed).
+// Run starts every driver, worker and the rate controller, and returns after ctx ends,
+// the drivers have stopped and the rings are drained (or DrainTimeout passed).
 func (p *Pipeline) Run(ctx context.Context) error {
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
 	var drv, work sync.WaitGroup
+	ctlCtx, stopCtl := context.WithCancel(ctx)
+	defer stopCtl()
+	ctlDone := make(chan struct{})
+	go func() { defer close(ctlDone); p.control(ctlCtx) }()
 	for _, s := range p.sources {
 		drv.Go(func() {
 			em := &emitter{p: p, s: s}
@@ -236,8 +457,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	}
 	<-ctx.Done()
 	drv.Wait()
+	<-ctlDone
 	for _, s := range p.sources {
-		s.ring.Close()
+		s.q.Close()
 	}
 	drained := make(chan struct{})
 	go func() { work.Wait(); close(drained) }()
@@ -270,24 +492,72 @@ func (e *emitter) Emit(ctx context.Context, r *drivers.Reading) drivers.Pressure
 	if r.CapturedAt.IsZero() {
 		r.CapturedAt = e.p.now()
 	}
-	if r.Deadline.IsZero() && s.spec.Budget > 0 {
-		r.Deadline = r.CapturedAt.Add(s.spec.Budget)
+	// The source's budget, not the driver's copy of it, so a reload takes effect at once.
+	if b := time.Duration(s.budget.Load()); b > 0 {
+		r.Deadline = r.CapturedAt.Add(b)
 	}
 	if r.TraceID == "" {
 		r.TraceID = newID()
 	}
 	s.accepted.Add(1)
-	ok, occ := s.ring.Push(r)
-	if !ok {
-		s.droppedFull.Add(1)
-		s.log.Debug("frame dropped: ring full", "trace_id", r.TraceID, "seq", r.Seq)
+	ok := true
+	switch policies[s.policy.Load()] {
+	case DropNewest:
+		if !s.q.TryPush(r) {
+			ok = false
+			s.drop(r, &s.droppedFull, "frame dropped: ring full")
+		}
+	case DropOldest:
+		ok = s.pushEvicting(r, s.q.Cap())
+	case Latest:
+		ok = s.pushEvicting(r, 1)
+	default: // Block
+		if !s.q.TryPush(r) {
+			s.blocked.Add(1)
+			err := s.q.Push(ctx, r)
+			s.blocked.Add(-1)
+			if err != nil {
+				ok = false
+				s.drop(r, &s.droppedShutdown, "frame dropped: stopping while waiting for room")
+			}
+		}
 	}
-	return drivers.Pressure{Accepted: ok, Occupancy: occ}
+	return drivers.Pressure{Accepted: ok, Occupancy: s.occupancy(), MaxRateHz: math.Float64frombits(s.limit.Load())}
 }
+
+// pushEvicting makes room by dropping the oldest waiting frames until fewer than keep
+// wait, then pushes r. Evicted frames count as dropped for a full ring.
+func (s *source) pushEvicting(r *drivers.Reading, keep int) bool {
+	// Bounded: each round either pushes or evicts one frame, and producers racing for
+	// the freed slot are few.
+	for range 4 * s.q.Cap() {
+		if s.q.Len() < keep && s.q.TryPush(r) {
+			return true
+		}
+		if old, ok := s.q.TryPop(); ok {
+			s.drop(old, &s.droppedFull, "frame dropped: a newer frame took its place")
+		} else if s.q.Closed() {
+			break
+		}
+	}
+	s.drop(r, &s.droppedShutdown, "frame dropped: the ring is closed")
+	return false
+}
+
+// drop counts a frame under an outcome and releases it.
+func (s *source) drop(r *drivers.Reading, counter *atomic.Uint64, why string) {
+	counter.Add(1)
+	if s.log.Enabled(context.Background(), slog.LevelDebug) {
+		s.log.Debug(why, "trace_id", r.TraceID, "seq", r.Seq)
+	}
+	r.Release()
+}
+
+func (s *source) occupancy() float64 { return float64(s.q.Len()) / float64(s.q.Cap()) }
 
 // Pressure implements drivers.PressureReader.
 func (e *emitter) Pressure() drivers.Pressure {
-	return drivers.Pressure{Accepted: true, Occupancy: e.s.ring.Occupancy()}
+	return drivers.Pressure{Accepted: true, Occupancy: e.s.occupancy(), MaxRateHz: math.Float64frombits(e.s.limit.Load())}
 }
 
 func (e *emitter) Health(up bool, err error) {
@@ -298,216 +568,6 @@ func (e *emitter) Health(up bool, err error) {
 	case !up && was:
 		e.s.log.Warn("driver down", "err", err)
 	}
-}
-
-// worker takes frames from one source's ring until it is closed and empty, or until
-// ctx ends (then what is left is counted as dropped for shutdown).
-//
-// A worker is two goroutines joined by two slots: while the model runs on one frame,
-// the next frame is already being preprocessed into the other slot, so on a box with a
-// core to spare the model never waits for image work.
-func (p *Pipeline) worker(ctx context.Context, s *source) {
-	slots := make(chan *slot, 2)
-	for range 2 {
-		sl, err := newSlot(s.inspections)
-		if err != nil {
-			s.log.Error("worker cannot start: every frame of this source will be counted as an error", "err", err)
-			p.drainAs(ctx, s, &s.errs)
-			close(slots)
-			for sl := range slots {
-				sl.close()
-			}
-			return
-		}
-		slots <- sl
-	}
-	ready := make(chan *slot, 1)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for sl := range ready {
-			p.finish(ctx, s, sl)
-			slots <- sl
-		}
-	}()
-	p.prepare(ctx, s, slots, ready)
-	close(ready)
-	<-done
-	for range 2 {
-		(<-slots).close()
-	}
-}
-
-// prepare pops frames, drops stale ones, and preprocesses the rest into free slots.
-func (p *Pipeline) prepare(ctx context.Context, s *source, slots chan *slot, ready chan<- *slot) {
-	for {
-		r, more := s.ring.Pop()
-		if r == nil {
-			if !more {
-				return
-			}
-			select {
-			case <-s.ring.Ready():
-				continue
-			case <-ctx.Done():
-				p.drainAs(ctx, s, &s.droppedShutdown)
-				return
-			}
-		}
-		if ctx.Err() != nil {
-			s.droppedShutdown.Add(1)
-			continue
-		}
-		start := p.now()
-		if !r.Deadline.IsZero() && start.After(r.Deadline) {
-			s.droppedStale.Add(1)
-			s.log.Debug("frame dropped: past its deadline", "trace_id", r.TraceID, "seq", r.Seq, "late", start.Sub(r.Deadline))
-			continue
-		}
-		sl := <-slots
-		sl.r, sl.start = r, start
-		if err := sl.fill(r); err != nil {
-			s.errs.Add(1)
-			s.log.Error("preprocessing failed", "trace_id", r.TraceID, "seq", r.Seq, "err", err)
-			sl.r = nil
-			slots <- sl
-			continue
-		}
-		ready <- sl
-	}
-}
-
-// drainAs empties the ring after ctx ended or the worker failed, counting each frame
-// under the given outcome.
-func (p *Pipeline) drainAs(ctx context.Context, s *source, counter *atomic.Uint64) {
-	for {
-		r, more := s.ring.Pop()
-		if r != nil {
-			counter.Add(1)
-			continue
-		}
-		if !more {
-			return
-		}
-		select {
-		case <-s.ring.Ready():
-		case <-ctx.Done():
-			// Past the drain deadline whatever is left counts as lost to shutdown.
-			counter = &s.droppedShutdown
-		}
-	}
-}
-
-// slot holds one frame's preprocessed inputs, for every inspection of its source.
-type slot struct {
-	r       *drivers.Reading
-	start   time.Time
-	ins     []*inspection
-	pre     []*inference.Preprocessor
-	batches []*inference.Batch
-	verdict inference.Verdict
-}
-
-func newSlot(ins []*inspection) (*slot, error) {
-	sl := &slot{ins: ins}
-	for _, in := range ins {
-		pre, err := inference.NewPreprocessor(in.model.Manifest.Preprocess)
-		if err != nil {
-			sl.close()
-			return nil, fmt.Errorf("inspection %q: %w", in.name, err)
-		}
-		b, err := in.model.Session.NewBatch(1)
-		if err != nil {
-			sl.close()
-			return nil, fmt.Errorf("inspection %q: %w", in.name, err)
-		}
-		sl.pre, sl.batches = append(sl.pre, pre), append(sl.batches, b)
-		if b.InputLen != pre.InputLen() {
-			sl.close()
-			return nil, fmt.Errorf("inspection %q: model input holds %d values per frame, preprocessing makes %d", in.name, b.InputLen, pre.InputLen())
-		}
-	}
-	return sl, nil
-}
-
-func (sl *slot) fill(r *drivers.Reading) error {
-	for i, b := range sl.batches {
-		if err := sl.pre[i].Fill(b.Input[:b.InputLen], r.Image); err != nil {
-			return fmt.Errorf("inspection %q: %w", sl.ins[i].name, err)
-		}
-	}
-	return nil
-}
-
-func (sl *slot) close() {
-	for _, b := range sl.batches {
-		b.Close()
-	}
-}
-
-// finish runs the models on a prepared slot and hands the results to the sink.
-func (p *Pipeline) finish(ctx context.Context, s *source, sl *slot) {
-	r := sl.r
-	defer func() { sl.r = nil }()
-	queue := sl.start.Sub(r.CapturedAt)
-	for i, in := range sl.ins {
-		res, err := p.infer(ctx, sl, i, r, queue)
-		if err != nil {
-			s.errs.Add(1)
-			s.log.Error("inference failed", "trace_id", r.TraceID, "seq", r.Seq, "inspection", in.name, "err", err)
-			return
-		}
-		if err := p.cfg.Sink.Publish(ctx, res); err != nil {
-			// The sink only fails when ctx ends before it could take the result.
-			s.droppedShutdown.Add(1)
-			s.log.Warn("result not handed to the publisher", "trace_id", r.TraceID, "seq", r.Seq, "inspection", in.name, "err", err)
-			return
-		}
-	}
-	s.published.Add(1)
-}
-
-func (p *Pipeline) infer(ctx context.Context, sl *slot, i int, r *drivers.Reading, queue time.Duration) (*publish.Result, error) {
-	in, b := sl.ins[i], sl.batches[i]
-	t0 := p.now()
-	if err := in.model.Session.Run(ctx, b); err != nil {
-		return nil, err
-	}
-	v := &sl.verdict
-	if err := in.post.Apply(b.Output[:b.OutputLen], v); err != nil {
-		return nil, err
-	}
-	t1 := p.now()
-	infer := t1.Sub(t0)
-	p.metrics.inferSeconds.Observe(infer.Seconds())
-	p.metrics.batchSize.Observe(1)
-	p.metrics.verdicts.WithLabelValues(in.name, v.Verdict).Inc()
-	labels := in.post.Labels()
-	scores := make(map[string]float64, len(labels))
-	for i, l := range labels {
-		scores[l] = float64(v.Scores[i])
-	}
-	return &publish.Result{
-		V:          publish.ResultVersion,
-		ID:         newID(),
-		TraceID:    r.TraceID,
-		Node:       p.cfg.Identity.Node,
-		Inspection: in.name,
-		Source:     r.Source,
-		Seq:        r.Seq,
-		CapturedAt: r.CapturedAt,
-		Verdict:    v.Verdict,
-		Label:      v.Label,
-		Score:      float64(v.Score),
-		Scores:     scores,
-		Model:      in.modelInfo,
-		LatencyMS: publish.Latency{
-			Queue: ms(queue),
-			Infer: ms(infer),
-			Total: ms(t1.Sub(r.CapturedAt)),
-		},
-		Truth: r.Truth,
-	}, nil
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

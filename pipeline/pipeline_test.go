@@ -31,7 +31,8 @@ func model(t *testing.T) *Model {
 type burst struct {
 	n      int
 	budget time.Duration
-	bad    bool // emit frames with no image
+	bad    bool   // emit frames with no image
+	policy string // the source's backpressure; empty: drop_newest
 	done   chan struct{}
 }
 
@@ -92,7 +93,11 @@ func run(t *testing.T, cfg Config, drv *burst) (*Pipeline, *prometheus.Registry)
 	if cfg.Workers == 0 {
 		cfg.Workers = 1
 	}
-	p, err := New(cfg, []Source{{Spec: drivers.Spec{Name: "cam", Budget: drv.budget}, Driver: drv}},
+	policy := drv.policy
+	if policy == "" {
+		policy = DropNewest
+	}
+	p, err := New(cfg, []Source{{Spec: drivers.Spec{Name: "cam", Budget: drv.budget}, Driver: drv, Backpressure: policy}},
 		[]Inspection{{Name: "el", Source: "cam", Model: model(t)}})
 	if err != nil {
 		t.Fatal(err)
@@ -165,6 +170,15 @@ func TestBadFramesCountAsErrors(t *testing.T) {
 	c, _ := p.Counts("cam")
 	if c.Errors != 20 || c.Published != 0 || !c.Balanced() {
 		t.Fatalf("counts %+v", c)
+	}
+	// Each still gets a result the line can act on.
+	if len(s.results) != 20 {
+		t.Fatalf("%d results for 20 bad frames", len(s.results))
+	}
+	for _, r := range s.results {
+		if r.Verdict != publish.VerdictUnknown || r.Reason != publish.ReasonError || r.Action != Divert {
+			t.Fatalf("result for a bad frame: %+v", r)
+		}
 	}
 }
 

@@ -44,7 +44,20 @@ type Result struct {
 	LatencyMS Latency            `json:"latency_ms"`
 	// Truth is the ground-truth label when the source knows it (the simulator does).
 	Truth string `json:"truth,omitempty"`
+	// Reason says why a result is UNKNOWN: ReasonDegraded or ReasonError.
+	Reason string `json:"reason,omitempty"`
+	// Action is what the line should do with the part of an UNKNOWN result: the
+	// inspection's fail-safe (divert, reject, pass).
+	Action string `json:"action,omitempty"`
 }
+
+// Reasons an UNKNOWN result gives.
+const (
+	// ReasonDegraded: the inference breaker is open; the model was not asked.
+	ReasonDegraded = "degraded"
+	// ReasonError: preprocessing or the model failed on this frame.
+	ReasonError = "error"
+)
 
 // ModelRef names the exact model that produced a verdict.
 type ModelRef struct {
@@ -112,6 +125,14 @@ func (r *Result) AppendJSON(dst []byte) []byte {
 	if r.Truth != "" {
 		dst = append(dst, `,"truth":`...)
 		dst = appendString(dst, r.Truth)
+	}
+	if r.Reason != "" {
+		dst = append(dst, `,"reason":`...)
+		dst = appendString(dst, r.Reason)
+	}
+	if r.Action != "" {
+		dst = append(dst, `,"action":`...)
+		dst = appendString(dst, r.Action)
 	}
 	return append(dst, '}')
 }

@@ -125,7 +125,7 @@ func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 			Verdict:    str(), Label: str(), Score: num(),
 			Model:     ModelRef{Name: str(), Version: str(), SHA256: str()},
 			LatencyMS: Latency{Queue: num(), Infer: num(), Total: num()},
-			Truth:     str(),
+			Truth:     str(), Reason: str(), Action: str(),
 		}
 		if n := rng.IntN(40); n > 0 {
 			r.Scores = make(map[string]float64, n)

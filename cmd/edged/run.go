@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/edgedrun/edged/api"
+	"github.com/edgedrun/edged/breaker"
 	"github.com/edgedrun/edged/config"
 	"github.com/edgedrun/edged/drivers"
 	_ "github.com/edgedrun/edged/drivers/all" // every built-in driver type
@@ -40,7 +42,8 @@ func cmdRun(args []string) error {
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg.Log, os.Stderr)
+	level := new(slog.LevelVar)
+	log := newLogger(cfg.Log, os.Stderr, level)
 	tuneGC(prof.MemoryBudgetMB, log)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -48,6 +51,13 @@ func cmdRun(args []string) error {
 	if err != nil {
 		return err
 	}
+	d.path, d.level = *path, level
+	// Registered before the daemon runs, so a SIGHUP sent as soon as edged logs its start
+	// reloads rather than kills it.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	d.hup = hup
 	go func() {
 		// A second signal while shutting down means the operator wants out now.
 		<-ctx.Done()
@@ -85,20 +95,34 @@ func loadConfig(path string) (*config.Config, *hwprofiles.Profile, []string, err
 	return cfg, prof, reasons, nil
 }
 
-func newLogger(c config.Log, w *os.File) *slog.Logger {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
-		level = slog.LevelInfo
-	}
-	opts := &slog.HandlerOptions{Level: level}
+// newLogger makes the process logger; its level is lv, which a config reload changes.
+func newLogger(c config.Log, w *os.File, lv *slog.LevelVar) *slog.Logger {
+	lv.Set(parseLevel(c.Level))
+	opts := &slog.HandlerOptions{Level: lv}
 	if c.Format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
+func parseLevel(s string) slog.Level {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(s)); err != nil {
+		level = slog.LevelInfo
+	}
+	return level
+}
+
 // daemon is edged running: every component built, none started until run.
 type daemon struct {
+	// path is the config file ("" for the embedded demo config), level the log level
+	// and hup the SIGHUP channel: what a reload needs.
+	path   string
+	level  *slog.LevelVar
+	hup    <-chan os.Signal
+	reload *reloader
+	// running is the config in effect: cfg with what reloads changed.
+	running  atomic.Pointer[config.Config]
 	cfg      *config.Config
 	prof     *hwprofiles.Profile
 	log      *slog.Logger
@@ -109,19 +133,28 @@ type daemon struct {
 	models   map[string]*pipeline.Model
 	broker   *publish.Broker
 	pub      *publish.Publisher
+	breakers *breaker.Metrics
+	drivers  map[string]drivers.Driver
 	pipe     *pipeline.Pipeline
 	http     *api.Server
 	started  time.Time
 }
 
 func newDaemon(cfg *config.Config, prof *hwprofiles.Profile, reasons []string, log *slog.Logger) (_ *daemon, err error) {
-	d := &daemon{cfg: cfg, prof: prof, log: log, reg: prometheus.NewRegistry(), models: map[string]*pipeline.Model{}}
+	d := &daemon{cfg: cfg, prof: prof, log: log, reg: prometheus.NewRegistry(), models: map[string]*pipeline.Model{}, drivers: map[string]drivers.Driver{}}
+	d.running.Store(cfg)
 	defer func() {
 		if err != nil {
 			d.close() // what was built so far: sessions and the runtime
 		}
 	}()
 	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if d.breakers, err = breaker.NewMetrics(d.reg); err != nil {
+		return nil, err
+	}
+	if d.reload, err = newReloader(d.reg); err != nil {
+		return nil, err
+	}
 	log.Info("hardware profile", "profile", prof.Name, "why", strings.Join(reasons, "; "))
 
 	if d.backend, err = inference.OpenORT(cfg.Runtime.ORTLibrary); err != nil {
@@ -167,12 +200,14 @@ func newDaemon(cfg *config.Config, prof *hwprofiles.Profile, reasons []string, l
 		if err != nil {
 			return nil, fmt.Errorf("sources[%d] %q: %w", i, s.Name, err)
 		}
-		sources = append(sources, pipeline.Source{Spec: spec, Driver: drv})
+		sources = append(sources, pipeline.Source{Spec: spec, Driver: drv, Backpressure: s.Backpressure})
+		d.drivers[s.Name] = drv
 	}
 	var inspections []pipeline.Inspection
 	for _, in := range cfg.Inspections {
 		inspections = append(inspections, pipeline.Inspection{
 			Name: in.Name, Source: in.Source, Model: d.models[in.Model], Threshold: float32(in.Threshold),
+			FailSafe: in.FailSafe,
 		})
 	}
 
@@ -217,6 +252,8 @@ func newDaemon(cfg *config.Config, prof *hwprofiles.Profile, reasons []string, l
 		ConnectTimeout: cfg.MQTT.ConnectTimeout.Std(),
 		DrainTimeout:   cfg.ShutdownTimeout.Std() / 2,
 		Format:         cfg.MQTT.Format,
+		Breaker:        mqttBreaker(cfg.MQTT.Breaker),
+		BreakerMetrics: d.breakers,
 		Sparkplug: publish.SparkplugConfig{
 			GroupID:     cfg.MQTT.Sparkplug.GroupID,
 			EdgeNodeID:  cfg.MQTT.Sparkplug.EdgeNodeID,
@@ -230,7 +267,11 @@ func newDaemon(cfg *config.Config, prof *hwprofiles.Profile, reasons []string, l
 		Identity:     pipeline.Identity{Node: cfg.Node.Name},
 		RingSize:     cfg.Pipeline.RingSize,
 		Workers:      cfg.Pipeline.Workers,
+		MaxBatch:     cfg.Pipeline.MaxBatch,
+		MaxWait:      cfg.Pipeline.MaxWait.Std(),
 		DrainTimeout: cfg.ShutdownTimeout.Std() / 2,
+		Breaker:      breakerConfig(cfg.Pipeline.Breaker),
+		Breakers:     d.breakers,
 		Sink:         d.pub,
 		Registerer:   d.reg,
 		Log:          log,
@@ -251,7 +292,10 @@ func newDaemon(cfg *config.Config, prof *hwprofiles.Profile, reasons []string, l
 			}},
 			{Name: "mqtt", Fn: func() error {
 				if !d.pub.Connected() {
-					return fmt.Errorf("not connected to %s", brokerURL)
+					return fmt.Errorf("not connected to %s; results go to the spool", brokerURL)
+				}
+				if st := d.pub.BreakerState(); st != breaker.Closed {
+					return fmt.Errorf("breaker %s: publishes to %s failed too often; results go to the spool", st, brokerURL)
 				}
 				return nil
 			}},
@@ -345,6 +389,22 @@ func (d *daemon) run(ctx context.Context) error {
 		}
 	})
 	d.logStart()
+	if d.hup != nil {
+		// Reloads stop with the pipeline (a reload during shutdown has nothing left to
+		// change) or with the background components on a failure.
+		wg.Go(func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-bg.Done():
+					return
+				case <-d.hup:
+					d.reloadConfig()
+				}
+			}
+		})
+	}
 
 	var failure error
 	select {
@@ -445,6 +505,17 @@ func (d *daemon) close() {
 			d.log.Warn("close onnx runtime", "err", err)
 		}
 		d.backend = nil
+	}
+}
+
+// breakerConfig turns a config file's breaker into the breaker package's.
+func breakerConfig(b config.Breaker) breaker.Config {
+	return breaker.Config{
+		Window:         b.Window.Std(),
+		FailureRatio:   b.FailureRatio,
+		MinCalls:       uint32(b.MinCalls),
+		OpenTimeout:    b.OpenTimeout.Std(),
+		HalfOpenProbes: uint32(b.HalfOpenProbes),
 	}
 }
 

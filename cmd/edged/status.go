@@ -7,15 +7,26 @@ import (
 
 // statusDoc is served at /v1/status.
 type statusDoc struct {
-	Version     string                  `json:"version"`
-	Node        nodeDoc                 `json:"node"`
-	Started     time.Time               `json:"started"`
-	UptimeS     float64                 `json:"uptime_s"`
-	Profile     string                  `json:"hwprofile"`
-	ONNXRuntime ortDoc                  `json:"onnxruntime"`
-	Models      []modelDoc              `json:"models"`
-	Sources     map[string]sourceCounts `json:"sources"`
-	MQTT        mqttDoc                 `json:"mqtt"`
+	Version     string               `json:"version"`
+	Node        nodeDoc              `json:"node"`
+	Started     time.Time            `json:"started"`
+	UptimeS     float64              `json:"uptime_s"`
+	Profile     string               `json:"hwprofile"`
+	ONNXRuntime ortDoc               `json:"onnxruntime"`
+	Models      []modelDoc           `json:"models"`
+	Sources     map[string]sourceDoc `json:"sources"`
+	MQTT        mqttDoc              `json:"mqtt"`
+	// Breakers maps each breaker (inference:<model>, mqtt) to closed, half_open or open.
+	Breakers map[string]string `json:"breakers"`
+}
+
+type sourceDoc struct {
+	sourceCounts
+	Backpressure string `json:"backpressure"`
+	// RateHz is the measured rate of accepted frames; RateLimitHz the rate controller's
+	// limit, 0 while the source runs at its own pace.
+	RateHz      float64 `json:"rate_hz"`
+	RateLimitHz float64 `json:"rate_limit_hz"`
 }
 
 type nodeDoc struct {
@@ -58,13 +69,15 @@ type mqttDoc struct {
 
 func (d *daemon) status() any {
 	doc := statusDoc{
-		Version: version(),
-		Node:    nodeDoc{d.cfg.Node.Site, d.cfg.Node.Line, d.cfg.Node.Name},
-		Started: d.started.UTC(),
-		UptimeS: time.Since(d.started).Seconds(),
-		Profile: d.prof.Name,
-		Sources: map[string]sourceCounts{},
+		Version:  version(),
+		Node:     nodeDoc{d.cfg.Node.Site, d.cfg.Node.Line, d.cfg.Node.Name},
+		Started:  d.started.UTC(),
+		UptimeS:  time.Since(d.started).Seconds(),
+		Profile:  d.prof.Name,
+		Sources:  map[string]sourceDoc{},
+		Breakers: map[string]string{},
 	}
+	running := d.running.Load()
 	if d.backend != nil {
 		lib := d.backend.Library()
 		doc.ONNXRuntime = ortDoc{lib.Path, lib.From, d.backend.Version()}
@@ -72,10 +85,17 @@ func (d *daemon) status() any {
 	for _, m := range d.models {
 		doc.Models = append(doc.Models, modelDoc{m.Manifest.Name, m.Manifest.Version, m.Manifest.SHA256})
 	}
-	for _, s := range d.cfg.Sources {
-		if c, ok := d.pipe.Counts(s.Name); ok {
-			doc.Sources[s.Name] = sourceCounts(c)
+	for _, s := range running.Sources {
+		c, ok := d.pipe.Counts(s.Name)
+		if !ok {
+			continue
 		}
+		limit, arrival, _ := d.pipe.RateLimit(s.Name)
+		doc.Sources[s.Name] = sourceDoc{sourceCounts: sourceCounts(c), Backpressure: s.Backpressure, RateHz: arrival, RateLimitHz: limit}
+	}
+	doc.Breakers["mqtt"] = d.pub.BreakerState().String()
+	for name, st := range d.pipe.BreakerStates() {
+		doc.Breakers["inference:"+name] = st.String()
 	}
 	st := d.pub.Stats()
 	doc.MQTT = mqttDoc{Broker: d.cfg.MQTT.Broker, Connected: d.pub.Connected(), Accepted: st.Accepted, Acked: st.Acked, Failed: st.Failed}

@@ -1,0 +1,448 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/edgedrun/edged/breaker"
+	"github.com/edgedrun/edged/drivers"
+	"github.com/edgedrun/edged/inference"
+	"github.com/edgedrun/edged/publish"
+)
+
+// worker takes frames from one source's ring until it is closed and empty, or until
+// ctx ends (then what is left is counted as dropped for shutdown).
+//
+// A worker is two goroutines joined by two slots: while the model runs on one batch,
+// the next batch is being gathered and preprocessed into the other slot, so on a box
+// with a core to spare the model never waits for image work.
+func (p *Pipeline) worker(ctx context.Context, s *source) {
+	slots := make(chan *slot, 2)
+	for range 2 {
+		sl, err := newSlot(s.inspections, s.batch)
+		if err != nil {
+			s.log.Error("worker cannot start: every frame of this source will be counted as an error", "err", err)
+			p.drainAs(ctx, s, &s.errs)
+			close(slots)
+			for sl := range slots {
+				sl.close()
+			}
+			return
+		}
+		slots <- sl
+	}
+	ready := make(chan *slot, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for sl := range ready {
+			p.finish(ctx, s, sl)
+			slots <- sl
+		}
+	}()
+	p.gather(ctx, s, slots, ready)
+	close(ready)
+	<-done
+	for range 2 {
+		(<-slots).close()
+	}
+}
+
+// gather fills free slots with batches: it waits for a first frame, then takes more
+// until the batch is full or MaxWait has passed since the first, preprocessing each
+// frame as it comes. Stale frames are dropped here, before any work is spent on them.
+func (p *Pipeline) gather(ctx context.Context, s *source, slots chan *slot, ready chan<- *slot) {
+	wait := time.NewTimer(time.Hour)
+	wait.Stop()
+	defer wait.Stop()
+	var sl *slot
+	defer func() {
+		if sl != nil {
+			slots <- sl
+		}
+	}()
+	for {
+		if sl == nil {
+			sl = <-slots
+			sl.reset()
+		}
+		r, ok := p.next(ctx, s, nil)
+		if !ok {
+			if sl.len() > 0 {
+				ready <- sl
+				sl = nil
+			}
+			return
+		}
+		p.add(s, sl, r)
+		if s.batch > 1 && p.cfg.MaxWait > 0 {
+			wait.Reset(p.cfg.MaxWait)
+		}
+		for sl.len() < s.batch {
+			r, ok := s.q.TryPop()
+			if !ok {
+				if s.batch == 1 || p.cfg.MaxWait <= 0 || s.q.Closed() {
+					break
+				}
+				r, ok = p.next(ctx, s, wait.C)
+				if !ok {
+					break
+				}
+			}
+			p.add(s, sl, r)
+		}
+		wait.Stop()
+		if sl.len() == 0 {
+			continue // every frame was stale or failed; the slot is still free
+		}
+		ready <- sl
+		sl = nil
+	}
+}
+
+// next waits for a frame. It returns false when the ring is closed and empty, when ctx
+// ends (the ring's rest is then counted as dropped for shutdown), or when timeout fires.
+func (p *Pipeline) next(ctx context.Context, s *source, timeout <-chan time.Time) (*drivers.Reading, bool) {
+	for {
+		if r, ok := s.q.TryPop(); ok {
+			if ctx.Err() != nil {
+				s.drop(r, &s.droppedShutdown, "frame dropped: stopping")
+				continue
+			}
+			return r, true
+		}
+		if s.q.Closed() && s.q.Len() == 0 {
+			return nil, false
+		}
+		select {
+		case <-s.q.Ready():
+		case <-timeout:
+			return nil, false
+		case <-ctx.Done():
+			p.drainAs(ctx, s, &s.droppedShutdown)
+			return nil, false
+		}
+	}
+}
+
+// add puts a frame into the slot unless it is already past its deadline or cannot be
+// preprocessed; those reach their outcome here.
+func (p *Pipeline) add(s *source, sl *slot, r *drivers.Reading) {
+	now := p.now()
+	if !r.Deadline.IsZero() && now.After(r.Deadline) {
+		s.droppedStale.Add(1)
+		s.log.Debug("frame dropped: past its deadline", "trace_id", r.TraceID, "seq", r.Seq, "late", now.Sub(r.Deadline))
+		r.Release()
+		return
+	}
+	if err := sl.fill(r, now); err != nil {
+		s.log.Error("preprocessing failed", "trace_id", r.TraceID, "seq", r.Seq, "err", err)
+		sl.failed = append(sl.failed, failedFrame{r: r, start: now, err: err})
+	}
+}
+
+// drainAs empties the ring after ctx ended or the worker failed, counting each frame
+// under the given outcome.
+func (p *Pipeline) drainAs(ctx context.Context, s *source, counter *atomic.Uint64) {
+	for {
+		if r, ok := s.q.TryPop(); ok {
+			counter.Add(1)
+			r.Release()
+			continue
+		}
+		if s.q.Closed() && s.q.Len() == 0 {
+			return
+		}
+		select {
+		case <-s.q.Ready():
+		case <-ctx.Done():
+			// Past the drain deadline whatever is left counts as lost to shutdown.
+			counter = &s.droppedShutdown
+		}
+	}
+}
+
+// slot holds one batch: the frames, and for every inspection of the source their
+// preprocessed inputs back to back.
+type slot struct {
+	frames  []frame
+	failed  []failedFrame
+	ins     []*inspection
+	pre     []*inference.Preprocessor
+	batches []*inference.Batch
+	ctx     frameCtx
+	verdict inference.Verdict
+	// Per inspection: why it has no verdict for the batch, and its model's run time.
+	why   []string
+	infer []time.Duration
+}
+
+type frame struct {
+	r     *drivers.Reading
+	start time.Time // when the frame left the ring
+}
+
+type failedFrame struct {
+	r     *drivers.Reading
+	start time.Time
+	err   error
+}
+
+func newSlot(ins []*inspection, n int) (*slot, error) {
+	sl := &slot{ins: ins, frames: make([]frame, 0, n), why: make([]string, len(ins)), infer: make([]time.Duration, len(ins))}
+	for _, in := range ins {
+		pre, err := inference.NewPreprocessor(in.model.Manifest.Preprocess)
+		if err != nil {
+			sl.close()
+			return nil, fmt.Errorf("inspection %q: %w", in.name, err)
+		}
+		b, err := in.model.Session.NewBatch(n)
+		if err != nil {
+			sl.close()
+			return nil, fmt.Errorf("inspection %q: %w", in.name, err)
+		}
+		sl.pre, sl.batches = append(sl.pre, pre), append(sl.batches, b)
+		if b.InputLen != pre.InputLen() {
+			sl.close()
+			return nil, fmt.Errorf("inspection %q: model input holds %d values per frame, preprocessing makes %d", in.name, b.InputLen, pre.InputLen())
+		}
+	}
+	return sl, nil
+}
+
+func (sl *slot) len() int { return len(sl.frames) + len(sl.failed) }
+
+func (sl *slot) reset() {
+	clear(sl.frames)
+	clear(sl.failed)
+	sl.frames, sl.failed = sl.frames[:0], sl.failed[:0]
+}
+
+// fill preprocesses r into the next frame of every inspection's batch.
+func (sl *slot) fill(r *drivers.Reading, now time.Time) error {
+	i := len(sl.frames)
+	for j, b := range sl.batches {
+		in, _ := b.Frame(i)
+		if err := sl.pre[j].Fill(in, r.Image); err != nil {
+			return fmt.Errorf("inspection %q: %w", sl.ins[j].name, err)
+		}
+	}
+	sl.frames = append(sl.frames, frame{r: r, start: now})
+	return nil
+}
+
+// remove takes frame i out of the batch by moving the last frame into its place.
+func (sl *slot) remove(i int) {
+	last := len(sl.frames) - 1
+	if i != last {
+		for _, b := range sl.batches {
+			dst, _ := b.Frame(i)
+			src, _ := b.Frame(last)
+			copy(dst, src)
+		}
+		sl.frames[i] = sl.frames[last]
+	}
+	sl.frames[last] = frame{}
+	sl.frames = sl.frames[:last]
+}
+
+func (sl *slot) close() {
+	for _, b := range sl.batches {
+		b.Close()
+	}
+}
+
+// frameCtx carries a batch's deadline (its earliest frame's) to the model and the
+// sink without allocating a context per batch. Err reports the deadline once passed,
+// so a model run checks it before starting; Done closes only with the parent, so the
+// deadline never cancels a wait: a late verdict is still handed over and delivered.
+type frameCtx struct {
+	context.Context
+	deadline time.Time
+	now      func() time.Time
+}
+
+func (c *frameCtx) Deadline() (time.Time, bool) { return c.deadline, !c.deadline.IsZero() }
+
+func (c *frameCtx) Err() error {
+	if err := c.Context.Err(); err != nil {
+		return err
+	}
+	if !c.deadline.IsZero() && c.now().After(c.deadline) {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+// finish runs the models on a gathered batch and hands the results to the sink.
+func (p *Pipeline) finish(ctx context.Context, s *source, sl *slot) {
+	for _, f := range sl.failed {
+		p.unknown(ctx, s, sl, f.r, f.start, publish.ReasonError)
+		s.errs.Add(1)
+		f.r.Release()
+	}
+	// Frames whose verdict would come too late are dropped before the run: past the
+	// deadline now, or by the time a run usually takes.
+	now := p.now()
+	est := time.Duration(s.inferNS.Load())
+	for i := len(sl.frames) - 1; i >= 0; i-- {
+		r := sl.frames[i].r
+		if !r.Deadline.IsZero() && now.Add(est).After(r.Deadline) {
+			s.droppedStale.Add(1)
+			s.log.Debug("frame dropped: its verdict would miss the deadline", "trace_id", r.TraceID, "seq", r.Seq, "left", r.Deadline.Sub(now), "run_estimate", est)
+			r.Release()
+			sl.remove(i)
+		}
+	}
+	n := len(sl.frames)
+	if n == 0 {
+		return
+	}
+	sl.ctx = frameCtx{Context: ctx, now: p.now}
+	for _, f := range sl.frames {
+		if d := f.r.Deadline; !d.IsZero() && (sl.ctx.deadline.IsZero() || d.Before(sl.ctx.deadline)) {
+			sl.ctx.deadline = d
+		}
+	}
+	// why[i] is why inspection i has no verdict for this batch ("" when it has).
+	failed := false
+	for i, in := range sl.ins {
+		sl.why[i] = p.run(&sl.ctx, s, sl, i, in, n)
+		failed = failed || sl.why[i] == publish.ReasonError
+	}
+	for k, f := range sl.frames {
+		r := f.r
+		ok := true
+		for i, in := range sl.ins {
+			var res *publish.Result
+			if sl.why[i] != "" {
+				res = p.unknownResult(s, in, r, f.start, sl.why[i])
+			} else {
+				res = p.result(sl, i, k)
+			}
+			if err := p.cfg.Sink.Publish(&sl.ctx, res); err != nil {
+				// The sink only fails when ctx ends before it could take the result.
+				s.log.Warn("result not handed to the publisher", "trace_id", r.TraceID, "seq", r.Seq, "inspection", in.name, "err", err)
+				ok = false
+				break
+			}
+		}
+		switch {
+		case !ok:
+			s.droppedShutdown.Add(1)
+		case failed:
+			s.errs.Add(1)
+		default:
+			if !r.Deadline.IsZero() && p.now().After(r.Deadline) {
+				s.late.Add(1)
+			}
+			s.published.Add(1)
+		}
+		r.Release()
+	}
+	clear(sl.frames)
+	sl.frames = sl.frames[:0]
+}
+
+// run infers inspection i's batch behind its model's breaker. It returns "" when the
+// outputs are there, publish.ReasonDegraded when the breaker refused the run, and
+// publish.ReasonError when the run failed.
+func (p *Pipeline) run(ctx context.Context, s *source, sl *slot, i int, in *inspection, n int) string {
+	b := sl.batches[i]
+	if err := b.Use(n); err != nil {
+		s.log.Error("batch", "inspection", in.name, "err", err)
+		return publish.ReasonError
+	}
+	done, err := in.br.Allow()
+	if err != nil {
+		return publish.ReasonDegraded
+	}
+	t0 := p.now()
+	err = in.model.Session.Run(ctx, b)
+	infer := p.now().Sub(t0)
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		// The model was not asked; say nothing to the breaker about its health.
+		done(nil)
+		return publish.ReasonError
+	}
+	done(err)
+	if err != nil {
+		s.log.Error("inference failed", "inspection", in.name, "frames", n, "trace_id", sl.frames[0].r.TraceID, "err", err)
+		return publish.ReasonError
+	}
+	// A moving average over about eight runs.
+	old := s.inferNS.Load()
+	s.inferNS.Store(old + (int64(infer)-old)/8)
+	sl.infer[i] = infer
+	p.metrics.inferSeconds.Observe(infer.Seconds())
+	p.metrics.batchSize.Observe(float64(n))
+	return ""
+}
+
+// result builds inspection i's result for the batch's frame k from its outputs.
+func (p *Pipeline) result(sl *slot, i, k int) *publish.Result {
+	in, b, f := sl.ins[i], sl.batches[i], sl.frames[k]
+	r := f.r
+	_, out := b.Frame(k)
+	post := in.post.Load()
+	v := &sl.verdict
+	if err := post.Apply(out, v); err != nil {
+		return p.unknownResult(nil, in, r, f.start, publish.ReasonError)
+	}
+	now := p.now()
+	p.metrics.verdicts.WithLabelValues(in.name, v.Verdict).Inc()
+	labels := post.Labels()
+	scores := make(map[string]float64, len(labels))
+	for j, l := range labels {
+		scores[l] = float64(v.Scores[j])
+	}
+	res := p.base(in, r, f.start, now)
+	res.Verdict, res.Label, res.Score, res.Scores = v.Verdict, v.Label, float64(v.Score), scores
+	res.LatencyMS.Infer = ms(sl.infer[i])
+	return res
+}
+
+// unknown publishes an UNKNOWN result for every inspection of a frame.
+func (p *Pipeline) unknown(ctx context.Context, s *source, sl *slot, r *drivers.Reading, start time.Time, reason string) {
+	for _, in := range sl.ins {
+		if err := p.cfg.Sink.Publish(ctx, p.unknownResult(s, in, r, start, reason)); err != nil {
+			s.log.Warn("result not handed to the publisher", "trace_id", r.TraceID, "seq", r.Seq, "inspection", in.name, "err", err)
+			return
+		}
+	}
+}
+
+// unknownResult is the result of a frame the model did not judge: verdict UNKNOWN, the
+// reason, and the inspection's fail-safe action for the part.
+func (p *Pipeline) unknownResult(s *source, in *inspection, r *drivers.Reading, start time.Time, reason string) *publish.Result {
+	res := p.base(in, r, start, p.now())
+	res.Verdict, res.Reason, res.Action = publish.VerdictUnknown, reason, *in.failSafe.Load()
+	p.metrics.verdicts.WithLabelValues(in.name, publish.VerdictUnknown).Inc()
+	p.metrics.unknown.WithLabelValues(in.name, reason).Inc()
+	if reason == publish.ReasonDegraded && in.br.State() == breaker.Open && s != nil {
+		s.log.Debug("model breaker open: frame gets the fail-safe action", "trace_id", r.TraceID, "seq", r.Seq, "inspection", in.name, "action", res.Action)
+	}
+	return res
+}
+
+func (p *Pipeline) base(in *inspection, r *drivers.Reading, start, now time.Time) *publish.Result {
+	return &publish.Result{
+		V:          publish.ResultVersion,
+		ID:         newID(),
+		TraceID:    r.TraceID,
+		Node:       p.cfg.Identity.Node,
+		Inspection: in.name,
+		Source:     r.Source,
+		Seq:        r.Seq,
+		CapturedAt: r.CapturedAt,
+		Model:      in.modelInfo,
+		LatencyMS: publish.Latency{
+			Queue: ms(start.Sub(r.CapturedAt)),
+			Total: ms(now.Sub(r.CapturedAt)),
+		},
+		Truth: r.Truth,
+	}
+}
