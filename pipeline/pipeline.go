@@ -547,11 +547,15 @@ func (s *source) pushEvicting(r *drivers.Reading, keep int) bool {
 // drop counts a frame under an outcome and releases it.
 func (s *source) drop(r *drivers.Reading, counter *atomic.Uint64, why string) {
 	counter.Add(1)
-	if s.log.Enabled(context.Background(), slog.LevelDebug) {
+	if s.debug() {
 		s.log.Debug(why, "trace_id", r.TraceID, "seq", r.Seq)
 	}
 	r.Release()
 }
+
+// debug reports whether debug lines are logged, so the per-frame ones cost nothing
+// (not even their arguments) when they are not.
+func (s *source) debug() bool { return s.log.Enabled(context.Background(), slog.LevelDebug) }
 
 func (s *source) occupancy() float64 { return float64(s.q.Len()) / float64(s.q.Cap()) }
 

@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 
-	"github.com/edgedrun/edged/breaker"
 	"github.com/edgedrun/edged/drivers"
 	"github.com/edgedrun/edged/inference"
 	"github.com/edgedrun/edged/publish"
@@ -134,7 +134,9 @@ func (p *Pipeline) add(s *source, sl *slot, r *drivers.Reading) {
 	now := p.now()
 	if !r.Deadline.IsZero() && now.After(r.Deadline) {
 		s.droppedStale.Add(1)
-		s.log.Debug("frame dropped: past its deadline", "trace_id", r.TraceID, "seq", r.Seq, "late", now.Sub(r.Deadline))
+		if s.debug() {
+			s.log.Debug("frame dropped: past its deadline", "trace_id", r.TraceID, "seq", r.Seq, "late", now.Sub(r.Deadline))
+		}
 		r.Release()
 		return
 	}
@@ -292,7 +294,9 @@ func (p *Pipeline) finish(ctx context.Context, s *source, sl *slot) {
 		r := sl.frames[i].r
 		if !r.Deadline.IsZero() && now.Add(est).After(r.Deadline) {
 			s.droppedStale.Add(1)
-			s.log.Debug("frame dropped: its verdict would miss the deadline", "trace_id", r.TraceID, "seq", r.Seq, "left", r.Deadline.Sub(now), "run_estimate", est)
+			if s.debug() {
+				s.log.Debug("frame dropped: its verdict would miss the deadline", "trace_id", r.TraceID, "seq", r.Seq, "left", r.Deadline.Sub(now), "run_estimate", est)
+			}
 			r.Release()
 			sl.remove(i)
 		}
@@ -353,7 +357,7 @@ func (p *Pipeline) finish(ctx context.Context, s *source, sl *slot) {
 func (p *Pipeline) run(ctx context.Context, s *source, sl *slot, i int, in *inspection, n int) string {
 	b := sl.batches[i]
 	if err := b.Use(n); err != nil {
-		s.log.Error("batch", "inspection", in.name, "err", err)
+		s.log.Error("batch refused the frame count", "inspection", in.name, "err", err)
 		return publish.ReasonError
 	}
 	done, err := in.br.Allow()
@@ -370,7 +374,11 @@ func (p *Pipeline) run(ctx context.Context, s *source, sl *slot, i int, in *insp
 	}
 	done(err)
 	if err != nil {
-		s.log.Error("inference failed", "inspection", in.name, "frames", n, "trace_id", sl.frames[0].r.TraceID, "err", err)
+		ids := make([]string, n)
+		for k := range n {
+			ids[k] = sl.frames[k].r.TraceID
+		}
+		s.log.Error("inference failed", "inspection", in.name, "frames", n, "trace_id", strings.Join(ids, ","), "err", err)
 		return publish.ReasonError
 	}
 	// A moving average over about eight runs.
@@ -422,7 +430,7 @@ func (p *Pipeline) unknownResult(s *source, in *inspection, r *drivers.Reading, 
 	res.Verdict, res.Reason, res.Action = publish.VerdictUnknown, reason, *in.failSafe.Load()
 	p.metrics.verdicts.WithLabelValues(in.name, publish.VerdictUnknown).Inc()
 	p.metrics.unknown.WithLabelValues(in.name, reason).Inc()
-	if reason == publish.ReasonDegraded && in.br.State() == breaker.Open && s != nil {
+	if reason == publish.ReasonDegraded && s != nil && s.debug() {
 		s.log.Debug("model breaker open: frame gets the fail-safe action", "trace_id", r.TraceID, "seq", r.Seq, "inspection", in.name, "action", res.Action)
 	}
 	return res
