@@ -102,7 +102,6 @@ func (d *Driver) Run(ctx context.Context, e drivers.Emitter) error {
 	}
 	nominal := math.Float64frombits(d.nominal.Load())
 	d.setRate(nominal)
-	interval := time.Duration(float64(time.Second) / nominal)
 	// The default logger is read here, not in New, so a logger set up after the
 	// config was loaded is the one used.
 	log := slog.Default().With("source", d.spec.Name, "driver", "sim")
@@ -150,7 +149,7 @@ func (d *Driver) Run(ctx context.Context, e drivers.Emitter) error {
 			log.Debug("simulated line rate changed", "rate_hz", rate, "nominal_hz", nominal, "occupancy", p.Occupancy, "accepted", p.Accepted)
 		}
 		d.setRate(rate)
-		interval = time.Duration(float64(time.Second) / rate)
+		interval := time.Duration(float64(time.Second) / rate)
 
 		// Ticks are scheduled from the previous tick, not from now, so rendering time
 		// and timer latency do not lower the rate: at thousands of images a second the
