@@ -244,3 +244,28 @@ func TestBreakerConfig(t *testing.T) {
 		t.Errorf("breaker %+v, state %s", p.brk.Load().Config(), p.BreakerState())
 	}
 }
+
+// TestBreakerOpensWhileDisconnected: with nothing in flight when the broker goes away
+// and reconnects backing off, the results that arrive meanwhile still open the breaker.
+func TestBreakerOpensWhileDisconnected(t *testing.T) {
+	url := "tcp://" + startBroker(t, "127.0.0.1:0").Addr()
+	w := startProxy(t, trimScheme(url))
+	sp, _ := openSpool(t, spool.Options{FsyncInterval: 10 * time.Millisecond})
+	cfg := testConfig(w.url())
+	cfg.Spool = sp
+	cfg.Breaker = testBreaker()
+	cfg.Breaker.MinCalls = 20
+	p := startPublisher(t, cfg)
+	p.waitConnected(t)
+	w.setDown(true)
+	w.sever()
+	waitFor(t, "disconnected", func() bool { return !p.Connected() })
+	for _, r := range makeResults(40) {
+		if err := p.Publish(t.Context(), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the breaker open", func() bool { return p.BreakerState() == breaker.Open })
+	w.setDown(false)
+	waitFor(t, "the breaker closed after the broker came back", func() bool { return p.BreakerState() == breaker.Closed && sp.Len() == 0 })
+}

@@ -19,7 +19,7 @@ const (
 	DefaultKeepAlive            = 30 * time.Second
 	DefaultConnectTimeout       = 10 * time.Second
 	DefaultWriteTimeout         = 10 * time.Second
-	DefaultMaxReconnectInterval = 30 * time.Second
+	DefaultMaxReconnectInterval = 10 * time.Second
 	DefaultMaxInflight          = 256
 	DefaultQueueSize            = 1024
 	DefaultDrainTimeout         = 5 * time.Second

@@ -81,6 +81,10 @@ const (
 // was lost before the broker acknowledged it.
 var errConnectionLost = errors.New("mqtt connection lost before the broker acknowledged the message")
 
+// errNotConnected is the breaker's failure for a result that arrived while there was no
+// connection to send it on.
+var errNotConnected = errors.New("mqtt broker not connected")
+
 // EventVersion is the event payload version written in the v field.
 const EventVersion = 1
 
@@ -765,8 +769,8 @@ func (p *Publisher) watchCertRequest(c *tls.Config) *tls.Config {
 //
 // The circuit breaker sits on the live path: each result or event asks it before it
 // goes to the sender (admit), and the breaker hears how it ended: acknowledged,
-// failed, or lost with its connection; failed connection attempts count as failures
-// too. While it refuses, nothing live goes out: with a spool the runner is spooling
+// failed, or lost with its connection; failed connection attempts, and results that
+// arrive while there is no connection, count as failures too. While it refuses, nothing live goes out: with a spool the runner is spooling
 // (a refusal starts it, and it returns to direct mode only with the breaker closed),
 // so results go to the spool, and records wait; without one, results wait in the
 // queues. Once the breaker is half-open its probes are the first records replayed (or
@@ -1051,6 +1055,12 @@ func (r *runner) loop(ctx context.Context) {
 			r.handOver(nextMsg)
 		case m := <-queue:
 			if r.spooling {
+				if !r.open && m.res != nil {
+					// A result that could not go out live for want of a connection is a
+					// failed call: under load, an outage opens the breaker within its
+					// window even while reconnect attempts back off.
+					r.brk.Record(errNotConnected)
+				}
 				r.toSpool(m)
 				break
 			}
