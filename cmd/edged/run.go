@@ -478,7 +478,9 @@ func (d *daemon) logStop() {
 		}
 	}
 	st := d.pub.Stats()
-	attrs = append(attrs, "mqtt", fmt.Sprintf("accepted=%d acked=%d failed=%d", st.Accepted, st.Acked, st.Failed))
+	// acked counts results the broker acknowledged straight from memory; spooled, those
+	// that went through the spool (delivered from it, now or at the next start).
+	attrs = append(attrs, "mqtt", fmt.Sprintf("accepted=%d acked=%d spooled=%d failed=%d", st.Accepted, st.Acked, st.Spooled, st.Failed))
 	if d.spool != nil {
 		ss := d.spool.Stats()
 		attrs = append(attrs, "spool", fmt.Sprintf("records=%d bytes=%d dropped=%d corrupt=%d", ss.Records, ss.Bytes, ss.Dropped, ss.Corrupt))

@@ -102,9 +102,14 @@ func (d *Driver) Run(ctx context.Context, e drivers.Emitter) error {
 	}
 	nominal := math.Float64frombits(d.nominal.Load())
 	d.setRate(nominal)
-	// The default logger is read here, not in New, so a logger set up after the
-	// config was loaded is the one used.
-	log := slog.Default().With("source", d.spec.Name, "driver", "sim")
+	// The spec's logger is the daemon's (its format and level); without one the
+	// default logger is read here, not in New, so one set up after the config was
+	// loaded is the one used.
+	base := d.spec.Log
+	if base == nil {
+		base = slog.Default()
+	}
+	log := base.With("source", d.spec.Name, "driver", "sim")
 	e.Health(true, nil)
 	log.Info("simulated line started", "rate_hz", nominal, "seed", d.cfg.Seed, "defect_rate", d.cfg.DefectRate)
 
