@@ -174,6 +174,12 @@ type source struct {
 	// inferNS is a moving average of one model run of this source, used to drop
 	// frames that would finish past their deadline before running them.
 	inferNS atomic.Int64
+	// prepNS and finishNS add up the time the workers' two stages spent working (preprocessing
+	// frames; running, postprocessing and handing over batches), each stage counted
+	// separately; workers is their count. The rate controller reads the busier stage's
+	// share of each tick to tell the workers' capacity from what they happened to do.
+	prepNS, finishNS atomic.Int64
+	workers          int
 	ctl     control
 }
 
@@ -236,7 +242,7 @@ func New(cfg Config, sources []Source, inspections []Inspection) (*Pipeline, err
 		}
 		src := &source{
 			spec: s.Spec, driver: s.Driver, q: NewMPMC[*drivers.Reading](cfg.RingSize),
-			batch: cfg.MaxBatch, log: cfg.Log.With("source", s.Spec.Name),
+			batch: cfg.MaxBatch, workers: cfg.Workers, log: cfg.Log.With("source", s.Spec.Name),
 		}
 		if err := src.set(s.Backpressure, s.Spec.Budget); err != nil {
 			return nil, fmt.Errorf("pipeline: source %q: %w", s.Spec.Name, err)

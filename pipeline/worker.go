@@ -132,6 +132,7 @@ func (p *Pipeline) next(ctx context.Context, s *source, timeout <-chan time.Time
 // preprocessed; those reach their outcome here.
 func (p *Pipeline) add(s *source, sl *slot, r *drivers.Reading) {
 	now := p.now()
+	defer func() { s.prepNS.Add(int64(p.now().Sub(now))) }()
 	if !r.Deadline.IsZero() && now.After(r.Deadline) {
 		s.droppedStale.Add(1)
 		if s.debug() {
@@ -281,6 +282,8 @@ func (c *frameCtx) Err() error {
 
 // finish runs the models on a gathered batch and hands the results to the sink.
 func (p *Pipeline) finish(ctx context.Context, s *source, sl *slot) {
+	begin := p.now()
+	defer func() { s.finishNS.Add(int64(p.now().Sub(begin))) }()
 	for _, f := range sl.failed {
 		p.unknown(ctx, s, sl, f.r, f.start, publish.ReasonError)
 		s.errs.Add(1)
