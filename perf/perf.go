@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/edgedrun/edged/breaker"
 	"github.com/edgedrun/edged/drivers"
 	"github.com/edgedrun/edged/drivers/sim"
 	"github.com/edgedrun/edged/inference"
@@ -257,8 +258,12 @@ func runPipeline(ctx context.Context, sess inference.Session, m *models.Manifest
 	acked := make(chan struct{}, n)
 	qos := byte(1)
 	reg := prometheus.NewRegistry()
+	breakers, err := breaker.NewMetrics(reg)
+	if err != nil {
+		return 0, 0, 0, err
+	}
 	pub, err := publish.NewPublisher(publish.Config{
-		Broker: "tcp://" + broker.Addr(), ClientID: "edged-bench", QoS: &qos,
+		Broker: "tcp://" + broker.Addr(), ClientID: "edged-bench", QoS: &qos, BreakerMetrics: breakers,
 		Site: "bench", Line: "bench", Node: "bench",
 		OnResult: func(_ *publish.Result, err error) {
 			if err == nil {
@@ -281,7 +286,7 @@ func runPipeline(ctx context.Context, sess inference.Session, m *models.Manifest
 	src := &replay{frames: frames, n: n}
 	p, err := pipeline.New(pipeline.Config{
 		Identity: pipeline.Identity{Node: "bench"}, RingSize: 64, Workers: workers,
-		Sink: pub, Registerer: reg, Log: log,
+		Sink: pub, Registerer: reg, Breakers: breakers, Log: log,
 	}, []pipeline.Source{{Spec: drivers.Spec{Name: "replay"}, Driver: src}},
 		[]pipeline.Inspection{{Name: "bench", Source: "replay", Model: &pipeline.Model{Manifest: m, Session: sess}}})
 	if err != nil {
