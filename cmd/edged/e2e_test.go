@@ -515,34 +515,8 @@ func TestEndToEndEmbeddedBroker(t *testing.T) {
 // stopCounts reads the source and mqtt counts from the "edged stopped" log line.
 func stopCounts(t *testing.T, out string) (published, acked int) {
 	t.Helper()
-	for _, line := range strings.Split(out, "\n") {
-		if !strings.Contains(line, `"msg":"edged stopped"`) {
-			continue
-		}
-		var rec map[string]any
-		if err := json.Unmarshal([]byte(line), &rec); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := fmt.Sscanf(field(rec["cam"], "published"), "%d", &published); err != nil {
-			t.Fatalf("stop line %s: %v", line, err)
-		}
-		if _, err := fmt.Sscanf(field(rec["mqtt"], "acked"), "%d", &acked); err != nil {
-			t.Fatalf("stop line %s: %v", line, err)
-		}
-		return published, acked
-	}
-	t.Fatalf("no stop line in output")
-	return 0, 0
-}
-
-func field(v any, name string) string {
-	s, _ := v.(string)
-	for _, kv := range strings.Fields(s) {
-		if k, val, ok := strings.Cut(kv, "="); ok && k == name {
-			return val
-		}
-	}
-	return ""
+	m := stopLine(t, out)
+	return int(m["cam"]["published"]), int(m["mqtt"]["acked"])
 }
 
 // Against a real mosquitto the subscriber is there before edged starts, so it must see
