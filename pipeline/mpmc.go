@@ -15,7 +15,8 @@ import (
 // filled it (for instance because it was preempted in between) holds up the consumers at
 // that slot, which see the ring as empty until it finishes, even if later slots are full;
 // likewise a consumer stopped mid-pop can make producers see the ring as full. Nothing is
-// lost or reordered by this, and the stalled goroutine wakes any waiter when it finishes.
+// lost or reordered by this, and the stalled goroutine wakes waiters by the usual rules
+// (see ringGate) when it finishes.
 //
 // Elements from one producer come out in the order it pushed them. Among several
 // consumers, each sees any one producer's elements in that order.
@@ -23,7 +24,9 @@ type MPMC[T any] struct {
 	_    [cacheLine]byte
 	buf  []mpmcSlot[T]
 	mask uint64
-	_    [cacheLine - 32]byte
+	// wakeAt is how many free slots a pop must leave to wake a producer (roomWakeAt).
+	wakeAt uint64
+	_      [cacheLine - 40]byte
 
 	// enq is the next position producers will claim, with ringClosedBit once closed.
 	enq atomic.Uint64
@@ -48,7 +51,7 @@ type mpmcSlot[T any] struct {
 // and at least 2. It panics if capacity is beyond what positions can address.
 func NewMPMC[T any](capacity int) *MPMC[T] {
 	n := ringSize(capacity)
-	q := &MPMC[T]{buf: make([]mpmcSlot[T], n), mask: uint64(n - 1)}
+	q := &MPMC[T]{buf: make([]mpmcSlot[T], n), mask: uint64(n - 1), wakeAt: roomWakeAt(n)}
 	for i := range q.buf {
 		q.buf[i].seq.Store(uint64(i))
 	}
@@ -84,27 +87,39 @@ func (q *MPMC[T]) Close() {
 
 // Ready returns a channel that receives a token when elements may be waiting or the ring
 // was closed. Tokens can be stale: after one arrives, TryPop may still find the ring empty.
+// From the first call on, every push offers a token (a failed non-blocking send while one
+// is already buffered); a ring only ever drained with Pop does not pay that.
 func (q *MPMC[T]) Ready() <-chan struct{} { return q.ready.watch() }
 
-// Room returns a channel that receives a token when a slot may have been freed or the ring
-// was closed. Tokens can be stale: after one arrives, TryPush may still find the ring full.
+// Room returns a channel that receives a token by the rules that wake a producer waiting
+// in Push (see ringGate): once a quarter of the ring is free, when a pop finds the ring
+// empty, and on Close. Tokens can be stale: after one arrives, TryPush may still find the
+// ring full. From the first call on, every pop offers a token, except while a producer
+// waiting in Push has asked to be woken only further on (until).
 func (q *MPMC[T]) Room() <-chan struct{} { return q.room.watch() }
 
-// TryPush appends v unless the ring is full or closed. It never blocks or allocates.
-func (q *MPMC[T]) TryPush(v T) bool { return q.push(v, 0) }
+// TryPush appends v unless the ring is full or closed. It never blocks or allocates; when
+// other producers push at the same moment it may back off for some microseconds (see
+// contendPause).
+func (q *MPMC[T]) TryPush(v T) bool {
+	ok, _ := q.push(v, 0)
+	return ok
+}
 
 // push is TryPush for a caller that has counted itself self times among the room waiters.
-func (q *MPMC[T]) push(v T, self int32) bool {
+// When it finds the ring full, it also returns the position it found taken.
+func (q *MPMC[T]) push(v T, self int32) (ok bool, full uint64) {
 	pos := q.enq.Load()
-	for {
+	for lost := 0; ; lost++ {
 		if pos&ringClosedBit != 0 {
 			q.room.wakeIfWaiting(self) // pass the close on to the next waiting producer
-			return false
+			return false, 0
 		}
 		s := &q.buf[pos&q.mask]
 		switch d := int64(s.seq.Load() - pos); {
 		case d == 0:
 			if !q.enq.CompareAndSwap(pos, pos+1) {
+				contended(lost)
 				pos = q.enq.Load()
 				continue
 			}
@@ -117,29 +132,33 @@ func (q *MPMC[T]) push(v T, self int32) bool {
 				// producers off the consumers' line.
 				q.room.wake()
 			}
-			return true
+			return true, 0
 		case d < 0:
 			// The slot still holds the previous lap's element: full.
-			return false
+			return false, pos
 		default:
-			// Another producer took pos; catch up.
+			// Another producer took pos first; back off before catching up, as for a
+			// failed CAS.
+			contended(lost)
 			pos = q.enq.Load()
 		}
 	}
 }
 
 // TryPop takes the oldest element unless the ring is empty. The slot is cleared so the ring
-// does not keep what it held alive. It never blocks or allocates.
+// does not keep what it held alive. It never blocks or allocates; like TryPush, it may
+// back off for some microseconds when other consumers pop at the same moment.
 func (q *MPMC[T]) TryPop() (v T, ok bool) { return q.pop(0) }
 
 // pop is TryPop for a caller that has counted itself self times among the ready waiters.
 func (q *MPMC[T]) pop(self int32) (v T, ok bool) {
 	pos := q.deq.Load()
-	for {
+	for lost := 0; ; lost++ {
 		s := &q.buf[pos&q.mask]
 		switch d := int64(s.seq.Load() - (pos + 1)); {
 		case d == 0:
 			if !q.deq.CompareAndSwap(pos, pos+1) {
+				contended(lost)
 				pos = q.deq.Load()
 				continue
 			}
@@ -147,7 +166,12 @@ func (q *MPMC[T]) pop(self int32) (v T, ok bool) {
 			var zero T
 			s.val = zero
 			s.seq.Store(pos + q.mask + 1)
-			q.room.wakeIfWaiting(0)
+			if q.room.waiters.Load() > 0 && q.deq.Load() >= q.room.until.Load() {
+				// Enough is free since a producer found the ring full. deq rather than
+				// pos+1: of several consumers finishing out of order, the last to finish
+				// then counts the slots all of them freed (see ringGate).
+				q.room.wake()
+			}
 			if q.ready.waiters.Load() > self &&
 				(q.buf[(pos+1)&q.mask].seq.Load() == pos+2 || q.Closed()) {
 				// The next element is there too, or the ring is closed and other consumers
@@ -157,13 +181,19 @@ func (q *MPMC[T]) pop(self int32) (v T, ok bool) {
 			return v, true
 		case d < 0:
 			// Not filled yet: empty, or its producer is still writing it and will wake
-			// waiters when done.
+			// waiters when done. A producer waiting for room is woken whatever the
+			// threshold: the consumer is about to wait itself, or to stop, and nothing
+			// else would let the producer in.
+			if q.room.waiters.Load() > 0 {
+				q.room.wake()
+			}
 			if q.ready.waiters.Load() > self && q.drained() {
 				q.ready.wake() // pass the close on to the next waiting consumer
 			}
 			return v, false
 		default:
-			// Another consumer took pos; catch up.
+			// Another consumer took pos first; back off before catching up.
+			contended(lost)
 			pos = q.deq.Load()
 		}
 	}
@@ -181,7 +211,7 @@ func (q *MPMC[T]) drained() bool {
 // if ctx has already ended. It does not allocate.
 func (q *MPMC[T]) Push(ctx context.Context, v T) error {
 	for i := 0; ; i++ {
-		if q.push(v, 0) {
+		if ok, _ := q.push(v, 0); ok {
 			return nil
 		}
 		if q.Closed() {
@@ -190,12 +220,12 @@ func (q *MPMC[T]) Push(ctx context.Context, v T) error {
 		if i == ringSpins {
 			break
 		}
-		backoff()
+		backoff(ringPushYields)
 	}
 	q.room.waiters.Add(1)
 	defer q.room.waiters.Add(-1)
 	for {
-		if q.push(v, 1) {
+		if q.pushWaiting(v) {
 			return nil
 		}
 		if q.Closed() {
@@ -205,6 +235,20 @@ func (q *MPMC[T]) Push(ctx context.Context, v T) error {
 			return err
 		}
 	}
+}
+
+// pushWaiting is push for a producer counted once among the room waiters. If the ring is
+// full it asks to be woken once consumers have freed wakeAt slots counting from the
+// position it found taken (at least Cap: every slot starts out free for the first lap).
+// Every value stored in until came from a position some producer found taken, which is at
+// most the producers' index at any later time, so until never asks for more than wakeAt
+// free slots; storing it late, or over another producer's, can only wake someone early.
+func (q *MPMC[T]) pushWaiting(v T) bool {
+	ok, full := q.push(v, 1)
+	if !ok && full != 0 {
+		q.room.until.Store(full - uint64(len(q.buf)) + q.wakeAt)
+	}
+	return ok
 }
 
 // Pop takes the oldest element, waiting for one. It returns ErrClosed once the ring is
@@ -222,7 +266,7 @@ func (q *MPMC[T]) Pop(ctx context.Context) (T, error) {
 		if i == ringSpins {
 			break
 		}
-		backoff()
+		backoff(ringPopYields)
 	}
 	q.ready.waiters.Add(1)
 	defer q.ready.waiters.Add(-1)

@@ -180,7 +180,7 @@ type source struct {
 	// share of each tick to tell the workers' capacity from what they happened to do.
 	prepNS, finishNS atomic.Int64
 	workers          int
-	ctl     control
+	ctl              control
 }
 
 type inspection struct {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -508,6 +509,174 @@ func TestRingWatchTokens(t *testing.T) {
 	}
 }
 
+// countWaitingProducer does what Push does before it parks on a full ring, without
+// parking: it counts a producer among the room waiters and makes its last look. The test
+// can then play the consumer and see whether the token that would wake Push is left.
+func countWaitingProducer[T any](t *testing.T, r ring[T], v T) {
+	t.Helper()
+	var pushed bool
+	switch q := r.(type) {
+	case *SPSC[T]:
+		q.room.waiters.Add(1)
+		pushed = q.pushWaiting(v)
+	case *MPMC[T]:
+		q.room.waiters.Add(1)
+		pushed = q.pushWaiting(v)
+	}
+	if pushed {
+		t.Fatal("the waiting producer's last look pushed into a full ring")
+	}
+}
+
+// woken takes the room gate's token if one was left.
+func woken(g *ringGate) bool {
+	select {
+	case <-g.ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// A producer waiting for room is woken by the pop that leaves roomWakeAt slots free, not
+// before, so that it pushes a burst per wake-up instead of one element.
+func TestRingRoomWakeThreshold(t *testing.T) {
+	for _, k := range ringCtors[uint64]() {
+		for _, capacity := range []int{2, 4, 8, 16, 64, 1024} {
+			t.Run(fmt.Sprintf("%s/%d", k.name, capacity), func(t *testing.T) {
+				r := k.new(capacity)
+				_, room := gates(r)
+				for r.TryPush(0) {
+				}
+				countWaitingProducer(t, r, 1)
+				wakeAt := int(roomWakeAt(capacity))
+				if want := max(capacity/4, 1); wakeAt != want {
+					t.Fatalf("threshold %d, want %d", wakeAt, want)
+				}
+				for popped := 1; popped <= wakeAt; popped++ {
+					if _, ok := r.TryPop(); !ok {
+						t.Fatalf("pop %d found the ring empty", popped)
+					}
+					if got := woken(room); got != (popped == wakeAt) {
+						t.Fatalf("after %d pops: woken %v, want a wake-up at %d free slots", popped, got, wakeAt)
+					}
+				}
+				// The woken producer's next look finds the room reported, SPSC's batched
+				// pops included.
+				if !r.TryPush(1) {
+					t.Fatal("the woken producer found the ring still full")
+				}
+				room.waiters.Add(-1)
+			})
+		}
+	}
+}
+
+// A consumer that stops with fewer than roomWakeAt slots freed leaves the producer waiting,
+// as a full ring would (nothing else wakes it: no timer, no other pop); the pop that
+// reaches the threshold, whenever the consumer comes back to make it, wakes it.
+func TestRingRoomWakeBelowThresholdWaits(t *testing.T) {
+	for _, k := range ringCtors[uint64]() {
+		for _, capacity := range []int{8, 64} {
+			t.Run(fmt.Sprintf("%s/%d", k.name, capacity), func(t *testing.T) {
+				r := k.new(capacity)
+				_, room := gates(r)
+				for r.TryPush(0) {
+				}
+				countWaitingProducer(t, r, 1)
+				wakeAt := int(roomWakeAt(capacity))
+				for range wakeAt - 1 {
+					r.TryPop()
+				}
+				if woken(room) {
+					t.Fatalf("woken with %d of the %d free slots the threshold asks for", wakeAt-1, wakeAt)
+				}
+				r.TryPop()
+				if !woken(room) {
+					t.Fatal("the pop that reached the threshold did not wake the producer")
+				}
+				room.waiters.Add(-1)
+			})
+		}
+	}
+}
+
+// A consumer that finds the ring empty wakes a waiting producer whatever the threshold: it
+// is about to wait itself, and nothing else would let the producer in. With the threshold
+// checked on every pop a producer cannot really be waiting at an empty ring, so the rule
+// is a backstop; here the count is set by hand.
+func TestRingRoomWakeOnEmpty(t *testing.T) {
+	for _, k := range ringCtors[uint64]() {
+		t.Run(k.name, func(t *testing.T) {
+			r := k.new(64)
+			_, room := gates(r)
+			room.waiters.Add(1)
+			defer room.waiters.Add(-1)
+			if _, ok := r.TryPop(); ok {
+				t.Fatal("popped from an empty ring")
+			}
+			if !woken(room) {
+				t.Fatal("a pop that found the ring empty did not wake the waiting producer")
+			}
+			if _, ok := r.TryPop(); ok || !woken(room) {
+				t.Fatal("a second empty pop did not wake it again")
+			}
+		})
+	}
+}
+
+// The pipeline's case: a producer waits in Push on a full ring; a worker pops k elements,
+// fewer than the threshold, then, as the pipeline's workers do, pops until TryPop fails
+// and waits on Ready. The producer must get in, and the worker must then be woken for its
+// element.
+func TestRingBlockedPushGetsInAfterPartialDrain(t *testing.T) {
+	ctx := context.Background()
+	for _, k := range ringCtors[uint64]() {
+		for capacity := 2; capacity <= 8; capacity++ {
+			for _, pops := range slices.Compact([]int{0, 1, int(roomWakeAt(ringSize(capacity))) - 1}) {
+				t.Run(fmt.Sprintf("%s/cap%d/pops%d", k.name, capacity, pops), func(t *testing.T) {
+					r := k.new(capacity)
+					_, room := gates(r)
+					var want uint64
+					for r.TryPush(want) {
+						want++
+					}
+					const last = 1 << 20
+					errs := make(chan error, 1)
+					go func() { errs <- r.Push(ctx, last) }()
+					eventually(t, "the producer to wait", func() bool { return room.waiters.Load() == 1 })
+					var got []uint64
+					for range pops {
+						v, ok := r.TryPop()
+						if !ok {
+							t.Fatal("the full ring was empty")
+						}
+						got = append(got, v)
+					}
+					for len(got) <= int(want) {
+						if v, ok := r.TryPop(); ok {
+							got = append(got, v)
+							continue
+						}
+						receive(t, "the waiting producer's element", r.Ready())
+					}
+					if err := receive(t, "the producer's Push", errs); err != nil {
+						t.Fatalf("Push: %v", err)
+					}
+					for i, v := range got[:want] {
+						if v != uint64(i) {
+							t.Fatalf("popped %v, want 0..%d then %d", got, want-1, last)
+						}
+					}
+					if got[want] != last {
+						t.Fatalf("popped %v, want 0..%d then %d", got, want-1, last)
+					}
+				})
+			}
+		}
+	}
+}
+
 // producerMode and consumerMode pick how the property test's goroutines reach the ring.
 type producerMode int
 
@@ -564,15 +733,23 @@ func TestRingPropertyNoLossNoDupFIFO(t *testing.T) {
 		cm        consumerMode
 		cases     int
 		maxPer    int // per producer
+		maxCap    int // capacities are drawn from 2..maxCap, 1024 if zero
 	}{
-		{"1p1c/blocking", false, 1, 1, pushBlocking, popBlocking, 12, 20_000},
-		{"1p1c/select", false, 1, 1, pushSelect, popSelect, 12, 20_000},
-		{"8p1c/blocking", true, 8, 1, pushBlocking, popBlocking, 8, 4_000},
-		{"8p1c/select", true, 8, 1, pushSelect, popSelect, 8, 4_000},
-		{"4p4c/blocking", true, 4, 4, pushBlocking, popBlocking, 8, 6_000},
-		{"4p4c/select", true, 4, 4, pushSelect, popSelect, 8, 6_000},
-		{"4p-evict/1c", true, 4, 1, pushEvict, popBlocking, 8, 6_000},
-		{"4p-evict/2c-select", true, 4, 2, pushEvict, popSelect, 8, 6_000},
+		{"1p1c/blocking", false, 1, 1, pushBlocking, popBlocking, 12, 20_000, 0},
+		{"1p1c/select", false, 1, 1, pushSelect, popSelect, 12, 20_000, 0},
+		{"8p1c/blocking", true, 8, 1, pushBlocking, popBlocking, 8, 4_000, 0},
+		{"8p1c/select", true, 8, 1, pushSelect, popSelect, 8, 4_000, 0},
+		{"4p4c/blocking", true, 4, 4, pushBlocking, popBlocking, 8, 6_000, 0},
+		{"4p4c/select", true, 4, 4, pushSelect, popSelect, 8, 6_000, 0},
+		{"4p-evict/1c", true, 4, 1, pushEvict, popBlocking, 8, 6_000, 0},
+		{"4p-evict/2c-select", true, 4, 2, pushEvict, popSelect, 8, 6_000, 0},
+		// The pipeline's shape: drivers wait in Push, a worker pops until TryPop fails and
+		// then waits on Ready. Small rings keep producers waiting for room most of the time,
+		// so every wake-up rule is exercised, the room threshold of one slot (2 and 4 slots)
+		// included.
+		{"1p1c/push-blocking/pop-select/small", false, 1, 1, pushBlocking, popSelect, 16, 4_000, 8},
+		{"4p1c/push-blocking/pop-select/small", true, 4, 1, pushBlocking, popSelect, 16, 2_000, 8},
+		{"4p2c/blocking/small", true, 4, 2, pushBlocking, popBlocking, 16, 2_000, 8},
 	}
 	for _, k := range ringCtors[uint64]() {
 		for si, sc := range scenarios {
@@ -583,7 +760,11 @@ func TestRingPropertyNoLossNoDupFIFO(t *testing.T) {
 				seed := uint64(si + 1)
 				rng := rand.New(rand.NewPCG(seed, 0x5eed))
 				for c := range sc.cases {
-					capacity := 2 + rng.IntN(1023)
+					maxCap := sc.maxCap
+					if maxCap == 0 {
+						maxCap = 1024
+					}
+					capacity := 2 + rng.IntN(maxCap-1)
 					counts := make([]int, sc.producers)
 					for p := range counts {
 						counts[p] = 1 + rng.IntN(sc.maxPer)
@@ -680,7 +861,7 @@ func runRingProperty(r ring[uint64], counts []int, consumers int, pm producerMod
 	r.Close()
 	consumersWG.Wait()
 	close(errs)
-	for err := range errs {
+	if err := <-errs; err != nil {
 		return err
 	}
 

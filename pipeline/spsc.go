@@ -15,17 +15,21 @@ import (
 // touch each other's lines.
 //
 // Every push publishes its element at once. Pops are reported to the producer in batches of
-// up to Cap/16 (at most 64), and at once whenever a producer waits for room or the ring
-// runs empty: an atomic store costs a locked instruction, which is most of what a pop would
-// otherwise cost. So a producer that only calls TryPush can see the ring full while up to
-// that many slots are free, and Len can count them as still taken.
+// up to Cap/16 (at most 64), and at once when the ring runs empty or when a waiting
+// producer is to be woken (see the wake rules on ringGate): an atomic store costs a locked
+// instruction, which is most of what a pop would otherwise cost. So a producer that only
+// calls TryPush can see the ring full while up to that many slots are free, and Len can
+// count them as still taken. The batch never exceeds roomWakeAt, so slots held back this
+// way never keep a waiting producer out past the wake threshold.
 type SPSC[T any] struct {
 	_    [cacheLine]byte
 	buf  []T
 	mask uint64
 	// batch is how many pops the consumer may make before it must tell the producer.
 	batch uint64
-	_     [cacheLine - 40]byte
+	// wakeAt is how many free slots a pop must leave to wake a producer (roomWakeAt).
+	wakeAt uint64
+	_      [cacheLine - 48]byte
 
 	// Consumer's line. head is the position up to which slots are free for the producer;
 	// the consumer advances it in batches (see pop). Below it are the consumer's private
@@ -52,7 +56,12 @@ type SPSC[T any] struct {
 // and at least 2. It panics if capacity is beyond what positions can address.
 func NewSPSC[T any](capacity int) *SPSC[T] {
 	n := ringSize(capacity)
-	q := &SPSC[T]{buf: make([]T, n), mask: uint64(n - 1), batch: min(max(uint64(n)/16, 1), 64)}
+	q := &SPSC[T]{
+		buf:    make([]T, n),
+		mask:   uint64(n - 1),
+		batch:  min(max(uint64(n)/16, 1), 64),
+		wakeAt: roomWakeAt(n),
+	}
 	q.ready.init()
 	q.room.init()
 	return q
@@ -84,10 +93,15 @@ func (q *SPSC[T]) Close() {
 
 // Ready returns a channel that receives a token when elements may be waiting or the ring
 // was closed. Tokens can be stale: after one arrives, TryPop may still find the ring empty.
+// From the first call on, every push offers a token (a failed non-blocking send while one
+// is already buffered); a ring only ever drained with Pop does not pay that.
 func (q *SPSC[T]) Ready() <-chan struct{} { return q.ready.watch() }
 
-// Room returns a channel that receives a token when a slot may have been freed or the ring
-// was closed. Tokens can be stale: after one arrives, TryPush may still find the ring full.
+// Room returns a channel that receives a token by the rules that wake a producer waiting
+// in Push (see ringGate): once a quarter of the ring is free, when a pop finds the ring
+// empty, and on Close. Tokens can be stale: after one arrives, TryPush may still find the
+// ring full. From the first call on, every pop reads the producer's index to count the
+// free slots.
 func (q *SPSC[T]) Room() <-chan struct{} { return q.room.watch() }
 
 // TryPush appends v unless the ring is full or closed. It never blocks or allocates.
@@ -106,7 +120,10 @@ func (q *SPSC[T]) push(v T, self int32) bool {
 	q.buf[i] = v
 	// A CAS rather than a store so that Close, which sets ringClosedBit in the same word,
 	// either lands first and refuses this element, or lands after and lets the consumer
-	// drain it. Neither loses an element that was reported pushed.
+	// drain it. Neither loses an element that was reported pushed. A plain store and a
+	// separate closed flag would save nothing on amd64, where a sequentially consistent
+	// store is a locked XCHG that costs what this CAS does, and a flag read after
+	// publishing could no longer refuse an element the consumer may already have taken.
 	if !q.tail.CompareAndSwap(t, t+1) {
 		var zero T
 		q.buf[i] = zero
@@ -130,7 +147,12 @@ func (q *SPSC[T]) pop(self int32) (v T, ok bool) {
 		t := q.tail.Load()
 		q.tailSeen = t &^ ringClosedBit
 		if n == q.tailSeen {
+			// Empty: report every pop, and wake a producer whatever the threshold, since
+			// this consumer is about to wait itself, or to stop.
 			q.publish()
+			if q.room.waiters.Load() > 0 {
+				q.room.wake()
+			}
 			if t&ringClosedBit != 0 {
 				q.ready.wakeIfWaiting(self)
 			}
@@ -143,13 +165,24 @@ func (q *SPSC[T]) pop(self int32) (v T, ok bool) {
 	q.buf[i] = zero
 	q.next = n + 1
 	// Reading the waiter count without publishing first is safe: a producer counts itself
-	// before its last look at head, so if this load misses it, the next pop or the empty
-	// check above sees it; and a producer only waits while the ring is full, so the consumer
-	// has more to pop.
-	if q.next-q.published >= q.batch || q.room.waiters.Load() > 0 {
+	// before its last look at head, so if this load misses it, it saw every pop published
+	// so far, and those not yet published number fewer than batch, which is at most
+	// wakeAt; the next pop, or the empty check above, sees it.
+	if q.room.waiters.Load() > 0 && q.free() >= q.wakeAt {
+		q.publish()
+		q.room.wake()
+	} else if q.next-q.published >= q.batch {
 		q.publish()
 	}
 	return v, true
+}
+
+// free counts the slots free after the consumer's pops, published or not. pop calls it
+// only while a producer is counted waiting: while the producer waits in Push, tail does
+// not move and its line stays put; only a producer that selects on Room makes every pop
+// read a line it keeps writing.
+func (q *SPSC[T]) free() uint64 {
+	return uint64(len(q.buf) - clampLen(q.next, q.tail.Load()&^ringClosedBit, uint64(len(q.buf))))
 }
 
 // publish tells the producer about every slot popped so far.
@@ -159,7 +192,6 @@ func (q *SPSC[T]) publish() {
 	}
 	q.published = q.next
 	q.head.Store(q.next)
-	q.room.wakeIfWaiting(0)
 }
 
 // drained reports whether the ring is closed and every pushed element was popped. Once
@@ -184,12 +216,12 @@ func (q *SPSC[T]) Push(ctx context.Context, v T) error {
 		if i == ringSpins {
 			break
 		}
-		backoff()
+		backoff(ringPushYields)
 	}
 	q.room.waiters.Add(1)
 	defer q.room.waiters.Add(-1)
 	for {
-		if q.push(v, 1) {
+		if q.pushWaiting(v) {
 			return nil
 		}
 		if q.Closed() {
@@ -200,6 +232,11 @@ func (q *SPSC[T]) Push(ctx context.Context, v T) error {
 		}
 	}
 }
+
+// pushWaiting is push for the producer once it is counted among the room waiters. Unlike
+// MPMC's, it records nothing: a consumer that sees the producer waiting counts the free
+// slots from tail, which does not move while the only producer waits.
+func (q *SPSC[T]) pushWaiting(v T) bool { return q.push(v, 1) }
 
 // Pop takes the oldest element, waiting for one. It returns ErrClosed once the ring is
 // closed and drained, and ctx.Err() if ctx ends first; an element that is there at once is
@@ -216,7 +253,7 @@ func (q *SPSC[T]) Pop(ctx context.Context) (T, error) {
 		if i == ringSpins {
 			break
 		}
-		backoff()
+		backoff(ringPopYields)
 	}
 	q.ready.waiters.Add(1)
 	defer q.ready.waiters.Add(-1)
