@@ -38,6 +38,10 @@ func makeResults(n int) []*Result {
 			Model:      ModelRef{Name: "m", Version: "1", SHA256: "abc"},
 			LatencyMS:  Latency{Queue: 1, Infer: 2, Total: 3},
 		}
+		if i%7 == 3 {
+			// Some frames the model could not judge, so payloads carry reason and action.
+			out[i].Verdict, out[i].Reason, out[i].Action = VerdictUnknown, ReasonDegraded, "divert"
+		}
 	}
 	return out
 }

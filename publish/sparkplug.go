@@ -42,6 +42,8 @@ const (
 	spbLatency  = "latency_ms/total"
 	spbModel    = "model/version"
 	spbID       = "id"
+	spbReason   = "reason"
+	spbAction   = "action"
 	spbMaxBdSeq = 256 // bdSeq runs 0..255 and wraps, as seq does
 	spbMaxSeq   = 256
 )
@@ -136,6 +138,8 @@ func spbResultMetrics(inspection string, labels []string) []spbMetric {
 		spbMetric{pre + spbSeq, sparkplug.UInt64},
 		spbMetric{pre + spbLatency, sparkplug.Double},
 		spbMetric{pre + spbModel, sparkplug.String},
+		spbMetric{pre + spbReason, sparkplug.String},
+		spbMetric{pre + spbAction, sparkplug.String},
 	)
 }
 
@@ -149,7 +153,7 @@ func spbData(r *Result, seq uint64) []byte {
 	dbl := func(name string, v float64) sparkplug.Metric {
 		return sparkplug.Metric{Name: pre + name, Timestamp: ts, Type: sparkplug.Double, Float64: v}
 	}
-	metrics := make([]sparkplug.Metric, 0, 8+len(r.Scores))
+	metrics := make([]sparkplug.Metric, 0, 10+len(r.Scores))
 	metrics = append(metrics,
 		str(spbID, r.ID),
 		str(spbVerdict, r.Verdict),
@@ -163,6 +167,10 @@ func spbData(r *Result, seq uint64) []byte {
 		sparkplug.Metric{Name: pre + spbSeq, Timestamp: ts, Type: sparkplug.UInt64, Uint: r.Seq},
 		dbl(spbLatency, r.LatencyMS.Total),
 		str(spbModel, r.Model.Version),
+		// Empty unless the verdict is UNKNOWN; sent every time so that a tag showing a
+		// fail-safe action clears with the next judged part.
+		str(spbReason, r.Reason),
+		str(spbAction, r.Action),
 	)
 	p := sparkplug.Payload{Timestamp: ts, Metrics: metrics, Seq: seq, HasSeq: true}
 	return p.Marshal()

@@ -132,6 +132,8 @@ func checkNDATA(t *testing.T, p spbtest.Payload, r *Result) {
 		pre + "seq":              {sparkplug.UInt64, r.Seq},
 		pre + "latency_ms/total": {sparkplug.Double, r.LatencyMS.Total},
 		pre + "model/version":    {sparkplug.String, r.Model.Version},
+		pre + "reason":           {sparkplug.String, r.Reason},
+		pre + "action":           {sparkplug.String, r.Action},
 	}
 	for l, v := range r.Scores {
 		want[pre+"scores/"+l] = struct {
