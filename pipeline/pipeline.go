@@ -188,7 +188,6 @@ type inspection struct {
 	model     *Model
 	post      atomic.Pointer[inference.Postprocessor]
 	failSafe  atomic.Pointer[string]
-	threshold float32
 	modelInfo publish.ModelRef
 	br        *breaker.Breaker
 }
@@ -331,7 +330,6 @@ func (in *inspection) set(threshold float32, failSafe string) error {
 	}
 	in.post.Store(post)
 	in.failSafe.Store(&failSafe)
-	in.threshold = threshold
 	return nil
 }
 
