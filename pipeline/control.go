@@ -102,18 +102,18 @@ func (s *source) tick(now time.Time) {
 	dBusy := max(prep-c.prep, finish-c.finish)
 	c.prep, c.finish = prep, finish
 	// The busier stage's share of the tick: the workers' capacity is what they did
-	// over it. Measured in
-	// every tick, not only congested ones, since a source held under its limit (or a
-	// latest source whose ring is nearly always empty) leaves the workers idle part of
-	// the time, and what they did then says nothing about what they could do.
+	// over it. Measured in every tick, not only congested ones, since a source held
+	// under its limit (or a latest source whose ring is nearly always empty) leaves the
+	// workers idle part of the time, and what they did then says nothing about what
+	// they could do.
 	full := s.occupancy() >= congestedAt
 	if util := float64(dBusy) / (dt * 1e9 * float64(s.workers)); (util > 0.05 || full) && done > 0 {
 		inst := done / min(util, 1)
 		if full {
-			// Frames waited the whole tick: the workers were never idle for want of
-			// work, and what they did is their capacity, whatever the busy share says
-			// (on a box whose cores the driver and the broker share, a stage's busy
-			// time is not all CPU).
+			// The ring is at least half full: the workers had work waiting, and what
+			// they did is their capacity, whatever the busy share says (on a box whose
+			// cores the driver and the broker share, a stage's busy time is not all
+			// CPU).
 			inst = done
 		}
 		if c.capacity == 0 {
@@ -135,12 +135,18 @@ func (s *source) tick(now time.Time) {
 		c.idle = 0
 		var next float64
 		switch {
+		case done == 0:
+			// Nothing finished this tick: a stalled or starting model. Halve what the
+			// source may send, and forget a capacity the workers no longer have.
+			c.capacity /= 2
+			next = c.limit / 2
+			if c.limit == 0 {
+				next = c.arrival / 2
+			}
 		case c.capacity > 0:
 			next = decrease * c.capacity
-		case c.limit > 0:
-			next = c.limit / 2 // nothing finished yet: a stalled or starting model
 		default:
-			next = c.arrival / 2
+			next = decrease * done
 		}
 		if c.limit == 0 || next < c.limit {
 			c.limit = max(minRate, next)

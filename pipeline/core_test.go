@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -504,5 +505,53 @@ func TestFrameCtx(t *testing.T) {
 	<-c.Done()
 	if !errors.Is(c.Err(), context.Canceled) {
 		t.Errorf("err after cancel: %v", c.Err())
+	}
+}
+
+// TestRateControllerStalledModel: a model that stops answering halves the source's
+// limit every tick down to the floor, rather than keeping the capacity it had.
+func TestRateControllerStalledModel(t *testing.T) {
+	s := &source{q: NewMPMC[*drivers.Reading](8), workers: 1}
+	s.policy.Store(0) // block
+	at := time.Unix(0, 0)
+	s.ctl.at = at
+	step := func(accepted, published uint64, busy time.Duration) {
+		at = at.Add(100 * time.Millisecond)
+		s.accepted.Add(accepted)
+		s.published.Add(published)
+		s.finishNS.Add(int64(busy))
+		s.tick(at)
+	}
+	// Healthy and saturated: 100 frames in each 100 ms tick, the worker always busy.
+	for range 10 {
+		for range 8 {
+			s.q.TryPush(&drivers.Reading{})
+		}
+		step(100, 100, 100*time.Millisecond)
+		for range 8 {
+			s.q.TryPop()
+		}
+	}
+	limit := func() float64 { return math.Float64frombits(s.limit.Load()) }
+	if l := limit(); l < 800 || l > 1000 {
+		t.Fatalf("limit %v Hz for a model finishing 1000 frames/s", l)
+	}
+	// The model stalls with frames waiting: nothing finishes.
+	for range 8 {
+		s.q.TryPush(&drivers.Reading{})
+	}
+	prev := limit()
+	for range 5 {
+		step(0, 0, 0)
+		if l := limit(); l > prev/2+1e-9 && l > minRate {
+			t.Fatalf("limit %v Hz after %v: not halved while nothing finishes", l, prev)
+		}
+		prev = limit()
+	}
+	for range 20 {
+		step(0, 0, 0)
+	}
+	if l := limit(); l != minRate {
+		t.Errorf("limit %v Hz after a long stall, want the floor %v", l, minRate)
 	}
 }
