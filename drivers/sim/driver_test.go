@@ -176,11 +176,8 @@ func TestDriverBackpressure(t *testing.T) {
 	e.limit.Store(math.Float64bits(limit))
 	start(t, d, e)
 
-	// The pipeline's limit holds from the next tick on.
-	e.next(t)
-	if got := d.RateHz(); got != limit {
-		t.Fatalf("RateHz under a %v Hz limit = %v", limit, got)
-	}
+	// The pipeline's limit holds from the tick after the first emit on.
+	waitRate(t, d, limit)
 	e.drain()
 	t0 := e.next(t).CapturedAt
 	const k = 5
@@ -194,12 +191,25 @@ func TestDriverBackpressure(t *testing.T) {
 
 	// A limit above the configured rate changes nothing; no limit restores it.
 	for _, l := range []float64{2 * nominal, 0} {
+		e.limit.Store(math.Float64bits(limit))
+		waitRate(t, d, limit)
 		e.limit.Store(math.Float64bits(l))
-		e.next(t)
-		e.next(t)
+		waitRate(t, d, nominal)
 		if got := d.RateHz(); got != nominal {
 			t.Errorf("RateHz with limit %v = %v, want %v", l, got, nominal)
 		}
+	}
+}
+
+// waitRate polls the driver's rate, which it sets after each emit returns.
+func waitRate(t *testing.T, d *Driver, want float64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for d.RateHz() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("RateHz = %v, want %v", d.RateHz(), want)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -219,11 +229,7 @@ func TestDriverReconfigure(t *testing.T) {
 		t.Errorf("restart keys %v, want [seed]", restart)
 	}
 	// The pending tick is still at the old pace; the one after is at the new rate.
-	e.next(t)
-	e.next(t)
-	if got := d.RateHz(); got != 800 {
-		t.Errorf("RateHz after reconfigure = %v, want 800", got)
-	}
+	waitRate(t, d, 800)
 	bad := DefaultConfig()
 	bad.RateHz = -1
 	if _, err := d.Reconfigure(bad); err == nil || !strings.Contains(err.Error(), "rate_hz") {
