@@ -117,13 +117,12 @@ func TestOverloadBlock(t *testing.T) {
 		}
 	}
 	// (c) The pace converges to within [0.5, 1.5]x the published rate measured over the
-	// second before each scrape, and stays there. One exception is let through and
-	// reported: a lone scrape out of the band, back in it at the next. The controller
-	// lifts its limit after 20 calm ticks with the limit above 1.5x the arrivals, and one
-	// slow tick of the simulator (a stall on a busy box) meets that under full overload:
-	// the source is let go at 50 000 Hz for one tick until the ring, full again, brings
-	// the limit back. The figures against the mean published rate of the whole run say
-	// how far the controller swings around it.
+	// second before each scrape, and stays there. Short excursions are let through and
+	// reported: up to 3 scrapes in a row (under a second) out of the band, back in it
+	// at the next. On a box whose other work comes and goes (CI runs test packages side
+	// by side) the workers' capacity jumps, the controller follows within a few ticks,
+	// and the published rate over the last second trails it. The figures against the
+	// mean published rate of the whole run say how far the controller swings around it.
 	start := w.samples[0].at
 	converged, within, counted := -1, 0, 0
 	var lo, hi float64 = math.Inf(1), 0
@@ -148,8 +147,8 @@ func TestOverloadBlock(t *testing.T) {
 			}
 			continue
 		}
-		if converged >= 0 && (len(outside) == 0 || outside[len(outside)-1] != i-1) {
-			outside = append(outside, i) // a lone one, as far as is known yet
+		if converged >= 0 && excursion(outside, i) < maxExcursion {
+			outside = append(outside, i) // a short excursion, as far as is known yet
 			continue
 		}
 		converged, outside = -1, nil
@@ -168,7 +167,7 @@ func TestOverloadBlock(t *testing.T) {
 		t.Fatal("edged_source_rate_hz is not within [0.5, 1.5]x the published rate at the end of the run")
 	}
 	took := w.samples[converged].at.Sub(start)
-	t.Logf("block: edged_source_rate_hz within [0.5, 1.5]x the published rate from %.2fs after the first frame on (measurable from 1s); lone scrapes out of it since: %d %v",
+	t.Logf("block: edged_source_rate_hz within [0.5, 1.5]x the published rate from %.2fs after the first frame on (measurable from 1s); scrapes out of it since, in excursions of at most 3: %d %v",
 		took.Seconds(), len(lone), lone)
 	if took > 5*time.Second {
 		t.Errorf("the source's pace took %v to converge to the published rate; want within 5s", took)
@@ -243,4 +242,17 @@ func stopAndBalance(t *testing.T, p *proc, within time.Duration) map[string]map[
 		t.Fatalf("stop line: accepted %d != published + dropped + error %d: %v", cam["accepted"], sum, cam)
 	}
 	return st
+}
+
+// maxExcursion is the most scrapes in a row the block overload test lets the pace
+// stray from the published rate once it has converged.
+const maxExcursion = 3
+
+// excursion is how many scrapes in a row, ending just before i, outside holds.
+func excursion(outside []int, i int) int {
+	n := 0
+	for k := len(outside) - 1; k >= 0 && outside[k] == i-1-n; k-- {
+		n++
+	}
+	return n
 }
