@@ -18,62 +18,68 @@ import (
 //
 // A worker is two goroutines joined by two slots: while the model runs on one batch,
 // the next batch is being gathered and preprocessed into the other slot, so on a box
-// with a core to spare the model never waits for image work.
+// with a core to spare the model never waits for image work. The slots go round
+// through two single-producer, single-consumer rings: free ones from the finishing
+// stage to the gathering one, filled ones back.
 func (p *Pipeline) worker(ctx context.Context, s *source) {
-	slots := make(chan *slot, 2)
+	free, ready := NewSPSC[*slot](2), NewSPSC[*slot](2)
+	var made []*slot
+	defer func() {
+		for _, sl := range made {
+			sl.close()
+		}
+	}()
 	for range 2 {
 		sl, err := newSlot(s.inspections, s.batch)
 		if err != nil {
 			s.log.Error("worker cannot start: every frame of this source will be counted as an error", "err", err)
 			p.drainAs(ctx, s, &s.errs)
-			close(slots)
-			for sl := range slots {
-				sl.close()
-			}
 			return
 		}
-		slots <- sl
+		made = append(made, sl)
+		_ = free.Push(context.Background(), sl) // room for both slots; free is never closed
 	}
-	ready := make(chan *slot, 1)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		for sl := range ready {
+		for {
+			// Background: the gathering stage closes ready when it is done, and
+			// whatever it handed over before must still be finished.
+			sl, err := ready.Pop(context.Background())
+			if err != nil {
+				return // closed and drained
+			}
 			p.finish(ctx, s, sl)
-			slots <- sl
+			_ = free.Push(context.Background(), sl) // room for both slots; never closed
 		}
 	}()
-	p.gather(ctx, s, slots, ready)
-	close(ready)
+	p.gather(ctx, s, free, ready)
+	ready.Close()
 	<-done
-	for range 2 {
-		(<-slots).close()
-	}
 }
 
 // gather fills free slots with batches: it waits for a first frame, then takes more
 // until the batch is full or MaxWait has passed since the first, preprocessing each
 // frame as it comes. Stale frames are dropped here, before any work is spent on them.
-func (p *Pipeline) gather(ctx context.Context, s *source, slots chan *slot, ready chan<- *slot) {
+func (p *Pipeline) gather(ctx context.Context, s *source, free, ready *SPSC[*slot]) {
 	wait := time.NewTimer(time.Hour)
 	wait.Stop()
 	defer wait.Stop()
 	var sl *slot
-	defer func() {
-		if sl != nil {
-			slots <- sl
-		}
-	}()
 	for {
 		if sl == nil {
-			sl = <-slots
+			// Background: the finishing stage hands every slot back, and this stage
+			// must not leave one filled and unfinished.
+			var err error
+			if sl, err = free.Pop(context.Background()); err != nil {
+				return // not closed while this stage runs; nothing to hand over
+			}
 			sl.reset()
 		}
 		r, ok := p.next(ctx, s, nil)
 		if !ok {
 			if sl.len() > 0 {
-				ready <- sl
-				sl = nil
+				_ = ready.Push(context.Background(), sl) // closed only after this returns
 			}
 			return
 		}
@@ -98,7 +104,7 @@ func (p *Pipeline) gather(ctx context.Context, s *source, slots chan *slot, read
 		if sl.len() == 0 {
 			continue // every frame was stale or failed; the slot is still free
 		}
-		ready <- sl
+		_ = ready.Push(context.Background(), sl) // closed only after this returns
 		sl = nil
 	}
 }
