@@ -48,7 +48,11 @@ const (
 	Latest     = "latest"
 )
 
-var policies = []string{Block, DropOldest, DropNewest, Latest}
+// Policies lists the backpressure policies, in the order the config's docs give them.
+var Policies = []string{Block, DropOldest, DropNewest, Latest}
+
+// policies is indexed by source.policy.
+var policies = Policies
 
 // Fail-safe actions of an inspection, as in the config's inspections[].fail_safe.
 const (
@@ -57,7 +61,10 @@ const (
 	Pass   = "pass"
 )
 
-var failSafes = []string{Divert, Reject, Pass}
+// FailSafes lists the fail-safe actions.
+var FailSafes = []string{Divert, Reject, Pass}
+
+var failSafes = FailSafes
 
 // Source is one driver with its common settings.
 type Source struct {
