@@ -124,7 +124,7 @@ func (s *source) tick(now time.Time) {
 	}
 
 	tolerated := dropRatio
-	if policies[s.policy.Load()] == Latest {
+	if Policies[s.policy.Load()] == Latest {
 		tolerated = latestDropRatio
 	}
 	congested := full || s.blocked.Load() > 0 ||

@@ -449,7 +449,7 @@ func TestLiveSettings(t *testing.T) {
 	if err := h.p.SetInspection("nope", InspectionSettings{}); err == nil {
 		t.Error("unknown inspection taken")
 	}
-	if policies[h.p.bySrc["cam"].policy.Load()] != Block || *h.p.byIns["el"].failSafe.Load() != Divert {
+	if Policies[h.p.bySrc["cam"].policy.Load()] != Block || *h.p.byIns["el"].failSafe.Load() != Divert {
 		t.Fatal("a refused change changed something")
 	}
 	if err := h.p.SetSource("cam", SourceSettings{Backpressure: Latest, Budget: time.Nanosecond}); err != nil {

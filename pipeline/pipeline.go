@@ -51,9 +51,6 @@ const (
 // Policies lists the backpressure policies, in the order the config's docs give them.
 var Policies = []string{Block, DropOldest, DropNewest, Latest}
 
-// policies is indexed by source.policy.
-var policies = Policies
-
 // Fail-safe actions of an inspection, as in the config's inspections[].fail_safe.
 const (
 	Divert = "divert"
@@ -63,8 +60,6 @@ const (
 
 // FailSafes lists the fail-safe actions.
 var FailSafes = []string{Divert, Reject, Pass}
-
-var failSafes = FailSafes
 
 // Source is one driver with its common settings.
 type Source struct {
@@ -162,7 +157,7 @@ type source struct {
 	log   *slog.Logger
 	seq   atomic.Uint64
 
-	policy atomic.Int32 // index into policies
+	policy atomic.Int32 // index into Policies
 	budget atomic.Int64 // verdict budget in ns; 0 means none
 
 	// Accounting: in flight is accepted minus every outcome. accepted is raised before
@@ -312,9 +307,9 @@ func (s *source) set(policy string, budget time.Duration) error {
 	if policy == "" {
 		policy = Block
 	}
-	i := slices.Index(policies, policy)
+	i := slices.Index(Policies, policy)
 	if i < 0 {
-		return fmt.Errorf("backpressure %q is not one of %v", policy, policies)
+		return fmt.Errorf("backpressure %q is not one of %v", policy, Policies)
 	}
 	if budget < 0 {
 		return fmt.Errorf("verdict budget %v is below 0", budget)
@@ -328,8 +323,8 @@ func (in *inspection) set(threshold float32, failSafe string) error {
 	if failSafe == "" {
 		failSafe = Divert
 	}
-	if !slices.Contains(failSafes, failSafe) {
-		return fmt.Errorf("fail-safe %q is not one of %v", failSafe, failSafes)
+	if !slices.Contains(FailSafes, failSafe) {
+		return fmt.Errorf("fail-safe %q is not one of %v", failSafe, FailSafes)
 	}
 	post, err := inference.NewPostprocessor(in.model.Manifest.Postprocess, threshold)
 	if err != nil {
@@ -357,8 +352,8 @@ func (p *Pipeline) CheckSource(name string, st SourceSettings) error {
 	if _, ok := p.bySrc[name]; !ok {
 		return fmt.Errorf("source %q is not running", name)
 	}
-	if st.Backpressure != "" && !slices.Contains(policies, st.Backpressure) {
-		return fmt.Errorf("source %q: backpressure %q is not one of %v", name, st.Backpressure, policies)
+	if st.Backpressure != "" && !slices.Contains(Policies, st.Backpressure) {
+		return fmt.Errorf("source %q: backpressure %q is not one of %v", name, st.Backpressure, Policies)
 	}
 	if st.Budget < 0 {
 		return fmt.Errorf("source %q: verdict budget %v is below 0", name, st.Budget)
@@ -381,8 +376,8 @@ func (p *Pipeline) CheckInspection(name string, st InspectionSettings) error {
 	if !ok {
 		return fmt.Errorf("inspection %q is not running", name)
 	}
-	if st.FailSafe != "" && !slices.Contains(failSafes, st.FailSafe) {
-		return fmt.Errorf("inspection %q: fail-safe %q is not one of %v", name, st.FailSafe, failSafes)
+	if st.FailSafe != "" && !slices.Contains(FailSafes, st.FailSafe) {
+		return fmt.Errorf("inspection %q: fail-safe %q is not one of %v", name, st.FailSafe, FailSafes)
 	}
 	if _, err := inference.NewPostprocessor(in.model.Manifest.Postprocess, st.Threshold); err != nil {
 		return fmt.Errorf("inspection %q: %w", name, err)
@@ -512,7 +507,7 @@ func (e *emitter) Emit(ctx context.Context, r *drivers.Reading) drivers.Pressure
 	}
 	s.accepted.Add(1)
 	ok := true
-	switch policies[s.policy.Load()] {
+	switch Policies[s.policy.Load()] {
 	case DropNewest:
 		if !s.q.TryPush(r) {
 			ok = false

@@ -286,6 +286,33 @@ func TestRingCloseDrainsThenFails(t *testing.T) {
 	}
 }
 
+// blockWaiters starts n goroutines that block on one side of r (side "pop": r is empty;
+// "push": r is filled first), waits until all are counted as waiting, and returns the
+// channel their errors arrive on and the gate they wait at.
+func blockWaiters(t *testing.T, ctx context.Context, r ring[uint64], side string, n int) (<-chan error, *ringGate) {
+	t.Helper()
+	ready, room := gates(r)
+	g := ready
+	if side == "push" {
+		g = room
+		for r.TryPush(0) {
+		}
+	}
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			if side == "pop" {
+				_, err := r.Pop(ctx)
+				errs <- err
+				return
+			}
+			errs <- r.Push(ctx, 1)
+		}()
+	}
+	eventually(t, "the waiters to block", func() bool { return int(g.waiters.Load()) == n })
+	return errs, g
+}
+
 func TestRingCloseWakesBlocked(t *testing.T) {
 	ctx := context.Background()
 	for _, k := range ringCtors[uint64]() {
@@ -296,25 +323,7 @@ func TestRingCloseWakesBlocked(t *testing.T) {
 					waiters = 4 // each woken waiter must pass the close on
 				}
 				r := k.new(2)
-				ready, room := gates(r)
-				g := ready
-				if side == "push" {
-					g = room
-					for r.TryPush(0) {
-					}
-				}
-				errs := make(chan error, waiters)
-				for range waiters {
-					go func() {
-						if side == "pop" {
-							_, err := r.Pop(ctx)
-							errs <- err
-							return
-						}
-						errs <- r.Push(ctx, 1)
-					}()
-				}
-				eventually(t, "the waiters to block", func() bool { return int(g.waiters.Load()) == waiters })
+				errs, _ := blockWaiters(t, ctx, r, side, waiters)
 				r.Close()
 				for range waiters {
 					if err := receive(t, "a woken waiter", errs); !errors.Is(err, ErrClosed) {
@@ -399,25 +408,7 @@ func TestRingProgressWakesBlocked(t *testing.T) {
 					waiters = 4 // one signal per change must still reach every waiter
 				}
 				r := k.new(4)
-				ready, room := gates(r)
-				g := ready
-				if side == "push" {
-					g = room
-					for r.TryPush(0) {
-					}
-				}
-				errs := make(chan error, waiters)
-				for range waiters {
-					go func() {
-						if side == "pop" {
-							_, err := r.Pop(ctx)
-							errs <- err
-							return
-						}
-						errs <- r.Push(ctx, 1)
-					}()
-				}
-				eventually(t, "the waiters to block", func() bool { return int(g.waiters.Load()) == waiters })
+				errs, _ := blockWaiters(t, ctx, r, side, waiters)
 				for i := range waiters {
 					if side == "pop" {
 						if !r.TryPush(uint64(i)) {
@@ -442,24 +433,8 @@ func TestRingCancelBlocked(t *testing.T) {
 		for _, side := range []string{"pop", "push"} {
 			t.Run(k.name+"/"+side, func(t *testing.T) {
 				r := k.new(2)
-				ready, room := gates(r)
-				g := ready
-				if side == "push" {
-					g = room
-					for r.TryPush(0) {
-					}
-				}
 				ctx, cancel := context.WithCancel(context.Background())
-				errs := make(chan error, 1)
-				go func() {
-					if side == "pop" {
-						_, err := r.Pop(ctx)
-						errs <- err
-						return
-					}
-					errs <- r.Push(ctx, 1)
-				}()
-				eventually(t, "the waiter to block", func() bool { return g.waiters.Load() == 1 })
+				errs, g := blockWaiters(t, ctx, r, side, 1)
 				cancel()
 				if err := receive(t, "the cancelled waiter", errs); !errors.Is(err, context.Canceled) {
 					t.Fatalf("cancelled: %v, want context.Canceled", err)
