@@ -24,9 +24,10 @@ import (
 // a device that went away or a model that outgrew the box.
 type faulty struct {
 	inference.Session
-	fail  atomic.Bool
-	delay atomic.Int64 // ns added to each run
-	runs  atomic.Int64
+	fail   atomic.Bool
+	expire atomic.Bool  // answer as a run whose deadline passed before it started
+	delay  atomic.Int64 // ns added to each run
+	runs   atomic.Int64
 }
 
 var errInjected = errors.New("injected fault: accelerator lost")
@@ -38,6 +39,9 @@ func (f *faulty) Run(ctx context.Context, b *inference.Batch) error {
 	}
 	if f.fail.Load() {
 		return errInjected
+	}
+	if f.expire.Load() {
+		return context.DeadlineExceeded
 	}
 	return f.Session.Run(ctx, b)
 }
@@ -553,5 +557,38 @@ func TestRateControllerStalledModel(t *testing.T) {
 	}
 	if l := limit(); l != minRate {
 		t.Errorf("limit %v Hz after a long stall, want the floor %v", l, minRate)
+	}
+}
+
+// TestDeadlinePassingAtTheRun: a batch whose deadline passes between the stale check
+// and the model run is counted stale, gets no result, and tells the breaker nothing.
+func TestDeadlinePassingAtTheRun(t *testing.T) {
+	m := model(t)
+	f := &faulty{Session: m.Session}
+	f.expire.Store(true)
+	g, s := newGate(t), &sink{}
+	h := start(t, Config{RingSize: 8, Sink: s}, Source{Spec: drivers.Spec{Budget: time.Minute}, Driver: g},
+		Inspection{Model: &Model{Manifest: m.Manifest, Session: f}})
+	for range 3 {
+		g.send(t)
+	}
+	waitFor(t, "frames done", 5*time.Second, func() bool { c, _ := h.p.Counts("cam"); return c.InFlight == 0 })
+	h.stop()
+	c, _ := h.p.Counts("cam")
+	if c.DroppedStale != 3 || c.Published != 0 || c.Errors != 0 || len(s.results) != 0 {
+		t.Errorf("counts %+v, %d results; want 3 stale and no result", c, len(s.results))
+	}
+	mfs, err := h.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "edged_breaker_calls_total" {
+			for _, m := range mf.GetMetric() {
+				if m.GetCounter().GetValue() != 0 {
+					t.Errorf("breaker heard of runs that were not made: %v", m)
+				}
+			}
+		}
 	}
 }

@@ -321,10 +321,28 @@ func (p *Pipeline) finish(ctx context.Context, s *source, sl *slot) {
 		}
 	}
 	// why[i] is why inspection i has no verdict for this batch ("" when it has).
-	failed := false
+	failed, skip := false, (*atomic.Uint64)(nil)
 	for i, in := range sl.ins {
 		sl.why[i] = p.run(&sl.ctx, s, sl, i, in, n)
-		failed = failed || sl.why[i] == publish.ReasonError
+		switch sl.why[i] {
+		case publish.ReasonError:
+			failed = true
+		case whyStale:
+			skip = &s.droppedStale
+		case whyStopped:
+			skip = &s.droppedShutdown
+		}
+	}
+	if skip != nil {
+		// The deadline passed (or edged is stopping) between the check above and the
+		// run: the frames were not inferred, and go as stale frames do, without a result.
+		for _, f := range sl.frames {
+			skip.Add(1)
+			f.r.Release()
+		}
+		clear(sl.frames)
+		sl.frames = sl.frames[:0]
+		return
 	}
 	for k, f := range sl.frames {
 		r := f.r
@@ -360,9 +378,17 @@ func (p *Pipeline) finish(ctx context.Context, s *source, sl *slot) {
 	sl.frames = sl.frames[:0]
 }
 
+// Why a batch has no model outputs, besides the reasons an UNKNOWN result gives: the
+// run was not made, the frames' deadline having passed or edged stopping.
+const (
+	whyStale   = "stale"
+	whyStopped = "stopped"
+)
+
 // run infers inspection i's batch behind its model's breaker. It returns "" when the
-// outputs are there, publish.ReasonDegraded when the breaker refused the run, and
-// publish.ReasonError when the run failed.
+// outputs are there, publish.ReasonDegraded when the breaker refused the run,
+// publish.ReasonError when the run failed, and whyStale or whyStopped when the run was
+// not made.
 func (p *Pipeline) run(ctx context.Context, s *source, sl *slot, i int, in *inspection, n int) string {
 	b := sl.batches[i]
 	if err := b.Use(n); err != nil {
@@ -377,9 +403,13 @@ func (p *Pipeline) run(ctx context.Context, s *source, sl *slot, i int, in *insp
 	err = in.model.Session.Run(ctx, b)
 	infer := p.now().Sub(t0)
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-		// The model was not asked; say nothing to the breaker about its health.
-		done(nil)
-		return publish.ReasonError
+		// The model was not asked: tell the breaker the call was given up, which it
+		// counts neither as a success nor as a failure.
+		done(context.Canceled)
+		if errors.Is(err, context.DeadlineExceeded) {
+			return whyStale
+		}
+		return whyStopped
 	}
 	done(err)
 	if err != nil {
