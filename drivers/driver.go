@@ -12,6 +12,8 @@ import (
 	"context"
 	"log/slog"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Driver reads one device and emits its readings into the pipeline.
@@ -44,6 +46,38 @@ type Reconfigurer interface {
 	Reconfigure(cfg any) (restart []string, err error)
 }
 
+// Writer is implemented by drivers that can set a value on their device: the reject
+// gate's coil, a result register, an OPC UA node. Write is safe for concurrent use with
+// Run and with itself; it fails fast while the device is unreachable, and gives up when
+// ctx ends (ctx carries the deadline by which the part passes the gate).
+type Writer interface {
+	Write(ctx context.Context, w Write) error
+}
+
+// Write is one value to set on a device.
+type Write struct {
+	// Target is the address in the driver's own syntax: "coil:17" or "holding:40:uint16"
+	// for Modbus, a node id such as "ns=2;s=Line1.Reject" for OPC UA.
+	Target string
+	// Value is a bool, int64, float64 or string; the driver converts it to the
+	// target's type and fails, naming both, when it does not fit.
+	Value any
+}
+
+// WriteChecker is implemented by Writers that can check a write's target and value
+// without the device, so a config naming a target the driver cannot address is an
+// error at start, not at the first rejected part.
+type WriteChecker interface {
+	CheckWrite(w Write) error
+}
+
+// Prober is implemented by drivers that can check their config against the device:
+// the registers answer, the node ids exist, the credentials are accepted. `edged
+// validate -probe` runs it; an unreachable device is an error naming it.
+type Prober interface {
+	Probe(ctx context.Context) error
+}
+
 // Pressure is the pipeline's answer to one Emit.
 type Pressure struct {
 	// Accepted is false when the reading was dropped because the pipeline was full.
@@ -72,6 +106,7 @@ const (
 	FormatGray8 ImageFormat = "gray8" // raw 8-bit luminance, row-major, Width*Height bytes
 	FormatPNG   ImageFormat = "png"
 	FormatJPEG  ImageFormat = "jpeg"
+	FormatBMP   ImageFormat = "bmp"
 )
 
 // Image is a camera frame.
@@ -96,6 +131,9 @@ type Reading struct {
 	Scalars map[string]float64
 	// Truth is the ground-truth label when the source knows it (the simulator does).
 	Truth string
+	// PartID names the part a triggered reading inspects (an OPC UA trigger's part id,
+	// an uploaded image's part); it goes into the result and into write-back values.
+	PartID string
 
 	// Set for readings from AcquireReading: the image and buffer they own.
 	pooled, released bool
@@ -110,4 +148,33 @@ type Spec struct {
 	Budget time.Duration
 	// Log is the logger for the driver's lines; nil means slog.Default().
 	Log *slog.Logger
+	// Registerer takes the driver's own metrics, labelled with the source name; nil
+	// means the driver keeps none.
+	Registerer prometheus.Registerer
+	// Verdicts lets the driver wait for the verdicts on its readings; nil when the
+	// daemon does not offer it (drivers then answer without the verdict).
+	Verdicts Verdicts
+}
+
+// Verdict is one inspection's verdict on a reading, as published.
+type Verdict struct {
+	ID         string  `json:"id"`
+	Inspection string  `json:"inspection"`
+	Verdict    string  `json:"verdict"`
+	Label      string  `json:"label"`
+	Score      float64 `json:"score"`
+	PartID     string  `json:"part_id,omitempty"`
+	Reason     string  `json:"reason,omitempty"`
+	Action     string  `json:"action,omitempty"`
+}
+
+// Verdicts hands drivers the verdicts on readings they emitted, for sources that answer
+// a request with the verdict (an upload that asks to wait for it).
+type Verdicts interface {
+	// Watch starts collecting the verdicts on the reading with this trace id; call it
+	// before emitting the reading (set Reading.TraceID). wait blocks until every
+	// inspection on the source has given its verdict, or ctx ends, and returns the
+	// verdicts given so far with ctx's error in the second case. stop ends the watch;
+	// it is safe to call more than once and must be called.
+	Watch(source, traceID string) (wait func(ctx context.Context) ([]Verdict, error), stop func())
 }

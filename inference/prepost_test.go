@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/image/bmp"
+
 	"github.com/edgedrun/edged/drivers"
 	"github.com/edgedrun/edged/models"
 )
@@ -79,6 +81,19 @@ func TestPreprocessPNGEqualsRaw(t *testing.T) {
 			t.Fatalf("value %d: raw %v png %v", i, raw[i], enc[i])
 		}
 	}
+	// Some AOI cameras drop BMP files.
+	buf.Reset()
+	if err := bmp.Encode(&buf, g); err != nil {
+		t.Fatal(err)
+	}
+	if err := pp.Fill(enc, &drivers.Image{Format: drivers.FormatBMP, Data: buf.Bytes()}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range raw {
+		if raw[i] != enc[i] {
+			t.Fatalf("value %d: raw %v bmp %v", i, raw[i], enc[i])
+		}
+	}
 }
 
 func TestPreprocessBadInput(t *testing.T) {
@@ -91,7 +106,8 @@ func TestPreprocessBadInput(t *testing.T) {
 		{nil, "no image"},
 		{&drivers.Image{Format: drivers.FormatGray8, Width: 10, Height: 10, Data: make([]byte, 99)}, "has 99 bytes, want 100"},
 		{&drivers.Image{Format: drivers.FormatPNG, Data: []byte("not a png")}, "decode png image"},
-		{&drivers.Image{Format: "bmp", Data: []byte{1}}, `"bmp" is not one of`},
+		{&drivers.Image{Format: "tiff", Data: []byte{1}}, `"tiff" is not one of`},
+		{&drivers.Image{Format: drivers.FormatBMP, Data: []byte{1}}, "decode bmp image"},
 		{&drivers.Image{Format: drivers.FormatPNG, Data: hugePNGHeader()}, "above the limit"},
 	} {
 		err := pp.Fill(dst, tc.img)
@@ -167,4 +183,42 @@ func hugePNGHeader() []byte {
 	}
 	binary.BigEndian.PutUint32(b[29:], crc32.ChecksumIEEE(b[12:29]))
 	return b
+}
+
+func TestPreprocessScalars(t *testing.T) {
+	pp, err := NewPreprocessor(models.Preprocess{Kind: models.PreprocessScalars, Features: []string{"rms", "temp"}, Mean: []float32{2, 60}, Std: []float32{0.5, 10}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pp.InputLen() != 2 {
+		t.Fatalf("InputLen %d, want 2", pp.InputLen())
+	}
+	dst := make([]float32, 2)
+	r := &drivers.Reading{Scalars: map[string]float64{"temp": 75, "rms": 3, "extra": 1}}
+	if err := pp.FillReading(dst, r); err != nil {
+		t.Fatal(err)
+	}
+	if dst[0] != 2 || dst[1] != 1.5 {
+		t.Errorf("filled %v, want [2 1.5]", dst)
+	}
+	for _, tc := range []struct {
+		name string
+		r    *drivers.Reading
+		want string
+	}{
+		{"missing value", &drivers.Reading{Scalars: map[string]float64{"rms": 1, "speed": 2}}, `no value "temp" (has rms, speed)`},
+		{"no values", &drivers.Reading{}, `no value "rms" (has none)`},
+		{"NaN", &drivers.Reading{Scalars: map[string]float64{"rms": math.NaN(), "temp": 1}}, `value "rms" is NaN`},
+		{"image", &drivers.Reading{Image: &drivers.Image{Format: drivers.FormatGray8, Width: 1, Height: 1, Data: []byte{1}}}, `no value "rms"`},
+	} {
+		if err := pp.FillReading(dst, tc.r); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want one holding %q", tc.name, err, tc.want)
+		}
+	}
+	if err := pp.Fill(dst, &drivers.Image{Format: drivers.FormatGray8, Width: 1, Height: 1, Data: []byte{1}}); err == nil {
+		t.Error("a scalars model took an image")
+	}
+	if _, err := NewPreprocessor(models.Preprocess{Kind: models.PreprocessScalars, Features: []string{"a"}, Mean: []float32{0}, Std: []float32{0}}); err == nil {
+		t.Error("std 0 accepted")
+	}
 }

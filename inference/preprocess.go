@@ -5,8 +5,14 @@ import (
 	"fmt"
 	"image"
 	"image/color"
-	_ "image/jpeg" // camera drops are JPEG or PNG
+	_ "image/jpeg" // camera drops are JPEG, PNG or BMP
 	_ "image/png"
+	"maps"
+	"math"
+	"slices"
+	"strings"
+
+	_ "golang.org/x/image/bmp"
 
 	"github.com/edgedrun/edged/drivers"
 	"github.com/edgedrun/edged/models"
@@ -39,6 +45,19 @@ const MaxImagePixels = 64 << 20
 // NewPreprocessor checks the manifest's preprocessing and builds a Preprocessor.
 func NewPreprocessor(p models.Preprocess) (*Preprocessor, error) {
 	pp := &Preprocessor{p: p}
+	if p.Kind == models.PreprocessScalars {
+		if len(p.Features) == 0 || len(p.Mean) != len(p.Features) || len(p.Std) != len(p.Features) {
+			return nil, fmt.Errorf("preprocess: want features with one mean and std each, have %d features, %d mean, %d std", len(p.Features), len(p.Mean), len(p.Std))
+		}
+		for i, sd := range p.Std {
+			if sd == 0 {
+				return nil, fmt.Errorf("preprocess: std[%d] is 0", i)
+			}
+			pp.scale = append(pp.scale, 1/sd)
+			pp.offset = append(pp.offset, -p.Mean[i]/sd)
+		}
+		return pp, nil
+	}
 	switch p.Color {
 	case "gray":
 		pp.channels = 1
@@ -64,12 +83,50 @@ func NewPreprocessor(p models.Preprocess) (*Preprocessor, error) {
 }
 
 // InputLen is the number of float32 values one frame fills.
-func (pp *Preprocessor) InputLen() int { return pp.channels * pp.p.Width * pp.p.Height }
+func (pp *Preprocessor) InputLen() int {
+	if pp.p.Kind == models.PreprocessScalars {
+		return len(pp.p.Features)
+	}
+	return pp.channels * pp.p.Width * pp.p.Height
+}
+
+// FillReading writes what the model takes from r (its image, or its named scalars)
+// into dst, which must hold InputLen values.
+func (pp *Preprocessor) FillReading(dst []float32, r *drivers.Reading) error {
+	if pp.p.Kind != models.PreprocessScalars {
+		return pp.Fill(dst, r.Image)
+	}
+	if len(dst) != len(pp.p.Features) {
+		return fmt.Errorf("preprocess: tensor holds %d values, the model needs %d", len(dst), len(pp.p.Features))
+	}
+	for i, f := range pp.p.Features {
+		v, ok := r.Scalars[f]
+		if !ok {
+			return fmt.Errorf("preprocess: reading has no value %q (has %s)", f, scalarNames(r.Scalars))
+		}
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return fmt.Errorf("preprocess: value %q is %v", f, v)
+		}
+		dst[i] = float32(v)*pp.scale[i] + pp.offset[i]
+	}
+	return nil
+}
+
+// scalarNames lists a reading's value names, sorted, for an error message.
+func scalarNames(m map[string]float64) string {
+	if len(m) == 0 {
+		return "none"
+	}
+	return strings.Join(slices.Sorted(maps.Keys(m)), ", ")
+}
 
 // Fill writes img into dst, which must hold InputLen values.
 func (pp *Preprocessor) Fill(dst []float32, img *drivers.Image) error {
 	if len(dst) != pp.InputLen() {
 		return fmt.Errorf("preprocess: tensor holds %d values, the model needs %d", len(dst), pp.InputLen())
+	}
+	if pp.p.Kind == models.PreprocessScalars {
+		return fmt.Errorf("preprocess: the model takes scalars, not an image")
 	}
 	if img == nil {
 		return fmt.Errorf("preprocess: reading has no image")
@@ -84,14 +141,14 @@ func (pp *Preprocessor) Fill(dst []float32, img *drivers.Image) error {
 		}
 		// A gray source feeds every channel of a colour model alike.
 		planes = [3][]byte{img.Data, img.Data, img.Data}
-	case drivers.FormatPNG, drivers.FormatJPEG:
+	case drivers.FormatPNG, drivers.FormatJPEG, drivers.FormatBMP:
 		var err error
 		planes, w, h, err = pp.decode(img.Data)
 		if err != nil {
 			return fmt.Errorf("preprocess: decode %s image: %w", img.Format, err)
 		}
 	default:
-		return fmt.Errorf("preprocess: image format %q is not one of gray8, png, jpeg", img.Format)
+		return fmt.Errorf("preprocess: image format %q is not one of gray8, png, jpeg, bmp", img.Format)
 	}
 	pp.tables(w, h)
 	plane := pp.p.Width * pp.p.Height

@@ -39,8 +39,22 @@ type Tensor struct {
 	Shape []int64 `json:"shape"`
 }
 
-// Preprocess says how an image becomes the model's input tensor.
+// Preprocess kinds: what a model's input is made from.
+const (
+	// PreprocessImage: a camera image, resized and normalised into NCHW.
+	PreprocessImage = "image"
+	// PreprocessScalars: named values of a reading (Modbus registers, OPC UA tags), one
+	// per feature in order, each normalised as (x-mean)/std, into a [batch, features]
+	// tensor.
+	PreprocessScalars = "scalars"
+)
+
+// Preprocess says how a reading becomes the model's input tensor.
 type Preprocess struct {
+	// Kind is PreprocessImage (the default when empty) or PreprocessScalars.
+	Kind string `json:"kind,omitempty"`
+	// Features name the scalars a PreprocessScalars model takes, in tensor order.
+	Features []string `json:"features,omitempty"`
 	// Width and Height the image is resized to.
 	Width  int `json:"width"`
 	Height int `json:"height"`
@@ -48,7 +62,8 @@ type Preprocess struct {
 	Layout string `json:"layout"`
 	// Color is "gray" (1 channel), "rgb" or "bgr" (3 channels).
 	Color string `json:"color"`
-	// Pixels are scaled to 0..1, then (x-mean)/std per channel.
+	// Pixels are scaled to 0..1, then (x-mean)/std per channel; scalars are taken as
+	// they are, then (x-mean)/std per feature.
 	Mean []float32 `json:"mean"`
 	Std  []float32 `json:"std"`
 }
@@ -100,7 +115,7 @@ func (m *Manifest) Validate() error {
 		bad("size %d is not positive", m.Size)
 	}
 	if len(m.Inputs) != 1 {
-		bad("inputs: want exactly 1 image input, have %d", len(m.Inputs))
+		bad("inputs: want exactly 1 input, have %d", len(m.Inputs))
 	}
 	if len(m.Outputs) != 1 {
 		bad("outputs: want exactly 1 output, have %d", len(m.Outputs))
@@ -111,23 +126,48 @@ func (m *Manifest) Validate() error {
 		}
 	}
 	p := m.Preprocess
-	if p.Width <= 0 || p.Height <= 0 {
-		bad("preprocess: width %d and height %d must be positive", p.Width, p.Height)
-	}
-	if p.Layout != "NCHW" {
-		bad("preprocess.layout %q is not supported (NCHW)", p.Layout)
-	}
-	ch := 0
-	switch p.Color {
-	case "gray":
-		ch = 1
-	case "rgb", "bgr":
-		ch = 3
+	switch p.Kind {
+	case "", PreprocessImage:
+		if len(p.Features) > 0 {
+			bad("preprocess.features is for kind %q, not images", PreprocessScalars)
+		}
+		if p.Width <= 0 || p.Height <= 0 {
+			bad("preprocess: width %d and height %d must be positive", p.Width, p.Height)
+		}
+		if p.Layout != "NCHW" {
+			bad("preprocess.layout %q is not supported (NCHW)", p.Layout)
+		}
+		ch := 0
+		switch p.Color {
+		case "gray":
+			ch = 1
+		case "rgb", "bgr":
+			ch = 3
+		default:
+			bad("preprocess.color %q is not one of gray, rgb, bgr", p.Color)
+		}
+		if ch > 0 && (len(p.Mean) != ch || len(p.Std) != ch) {
+			bad("preprocess: mean and std need %d values for color %q, have %d and %d", ch, p.Color, len(p.Mean), len(p.Std))
+		}
+	case PreprocessScalars:
+		if len(p.Features) == 0 {
+			bad("preprocess.features is empty: a scalars model names the values it takes")
+		}
+		seen := map[string]bool{}
+		for i, f := range p.Features {
+			if f == "" || seen[f] {
+				bad("preprocess.features[%d] %q is empty or repeated", i, f)
+			}
+			seen[f] = true
+		}
+		if p.Width != 0 || p.Height != 0 || p.Layout != "" || p.Color != "" {
+			bad("preprocess: width, height, layout and color are for images, not kind %q", PreprocessScalars)
+		}
+		if len(p.Mean) != len(p.Features) || len(p.Std) != len(p.Features) {
+			bad("preprocess: mean and std need one value per feature (%d), have %d and %d", len(p.Features), len(p.Mean), len(p.Std))
+		}
 	default:
-		bad("preprocess.color %q is not one of gray, rgb, bgr", p.Color)
-	}
-	if ch > 0 && (len(p.Mean) != ch || len(p.Std) != ch) {
-		bad("preprocess: mean and std need %d values for color %q, have %d and %d", ch, p.Color, len(p.Mean), len(p.Std))
+		bad("preprocess.kind %q is not one of %s, %s", p.Kind, PreprocessImage, PreprocessScalars)
 	}
 	for i, s := range p.Std {
 		if s == 0 {

@@ -99,6 +99,11 @@ func TestParseManifestAccepts(t *testing.T) {
 		{"threshold just inside (0,1)", edit(func(m *models.Manifest) { m.Postprocess.Threshold = 0.999 })},
 		{"trailing white space", raw(func(b []byte) []byte { return append(b, " \n\t\n"...) })},
 		{"signature fields kept", edit(func(m *models.Manifest) { m.Signature, m.KeyID = "c2ln", "key-1" })},
+		{"scalars", edit(func(m *models.Manifest) {
+			m.Preprocess = models.Preprocess{Kind: models.PreprocessScalars, Features: []string{"rms", "temp"}, Mean: []float32{2, 60}, Std: []float32{1, 10}}
+			m.Inputs[0].Shape = []int64{-1, 2}
+		})},
+		{"image kind named", edit(func(m *models.Manifest) { m.Preprocess.Kind = models.PreprocessImage })},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := tc.edit(t, demoManifestBytes(t))
@@ -164,6 +169,23 @@ func TestParseManifestRefuses(t *testing.T) {
 			m.Preprocess.Mean = []float32{0, 0, 0}
 			m.Preprocess.Std = []float32{1, 1, 0}
 		}), []string{"preprocess.std[2] is 0"}},
+		{"preprocess kind unknown", edit(func(m *models.Manifest) { m.Preprocess.Kind = "audio" }), []string{`preprocess.kind "audio"`}},
+		{"features on an image model", edit(func(m *models.Manifest) { m.Preprocess.Features = []string{"rms"} }), []string{"preprocess.features", "not images"}},
+		{"scalars without features", edit(func(m *models.Manifest) {
+			m.Preprocess = models.Preprocess{Kind: models.PreprocessScalars}
+		}), []string{"preprocess.features is empty"}},
+		{"scalars with a repeated feature", edit(func(m *models.Manifest) {
+			m.Preprocess = models.Preprocess{Kind: models.PreprocessScalars, Features: []string{"rms", "rms"}, Mean: []float32{0, 0}, Std: []float32{1, 1}}
+		}), []string{`preprocess.features[1] "rms"`}},
+		{"scalars with image size", edit(func(m *models.Manifest) {
+			m.Preprocess.Kind, m.Preprocess.Features = models.PreprocessScalars, []string{"rms"}
+		}), []string{"width, height, layout and color are for images"}},
+		{"scalars with too few mean", edit(func(m *models.Manifest) {
+			m.Preprocess = models.Preprocess{Kind: models.PreprocessScalars, Features: []string{"a", "b"}, Mean: []float32{0}, Std: []float32{1, 1}}
+		}), []string{"one value per feature (2)", "have 1 and 2"}},
+		{"scalars std 0", edit(func(m *models.Manifest) {
+			m.Preprocess = models.Preprocess{Kind: models.PreprocessScalars, Features: []string{"a"}, Mean: []float32{0}, Std: []float32{0}}
+		}), []string{"preprocess.std[0] is 0"}},
 		{"kind sigmoid", edit(func(m *models.Manifest) { m.Postprocess.Kind = "sigmoid" }), []string{`postprocess.kind "sigmoid"`}},
 		{"one label", edit(func(m *models.Manifest) {
 			m.Postprocess.Labels = []string{"ok"}

@@ -235,7 +235,7 @@ func (sl *slot) fill(r *drivers.Reading, now time.Time) error {
 	i := len(sl.frames)
 	for j, b := range sl.batches {
 		in, _ := b.Frame(i)
-		if err := sl.pre[j].Fill(in, r.Image); err != nil {
+		if err := sl.pre[j].FillReading(in, r); err != nil {
 			return fmt.Errorf("inspection %q: %w", sl.ins[j].name, err)
 		}
 	}
@@ -490,6 +490,7 @@ func (p *Pipeline) base(in *inspection, r *drivers.Reading, start, now time.Time
 			Queue: ms(start.Sub(r.CapturedAt)),
 			Total: ms(now.Sub(r.CapturedAt)),
 		},
-		Truth: r.Truth,
+		Truth:  r.Truth,
+		PartID: r.PartID,
 	}
 }

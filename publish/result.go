@@ -44,6 +44,9 @@ type Result struct {
 	LatencyMS Latency            `json:"latency_ms"`
 	// Truth is the ground-truth label when the source knows it (the simulator does).
 	Truth string `json:"truth,omitempty"`
+	// PartID names the inspected part when the source knows it (a PLC trigger's part
+	// id, an uploaded image's part).
+	PartID string `json:"part_id,omitempty"`
 	// Reason says why a result is UNKNOWN: ReasonDegraded or ReasonError.
 	Reason string `json:"reason,omitempty"`
 	// Action is what the line should do with the part of an UNKNOWN result: the
@@ -125,6 +128,10 @@ func (r *Result) AppendJSON(dst []byte) []byte {
 	if r.Truth != "" {
 		dst = append(dst, `,"truth":`...)
 		dst = appendString(dst, r.Truth)
+	}
+	if r.PartID != "" {
+		dst = append(dst, `,"part_id":`...)
+		dst = appendString(dst, r.PartID)
 	}
 	if r.Reason != "" {
 		dst = append(dst, `,"reason":`...)

@@ -33,6 +33,7 @@ func sampleResult() *Result {
 		Model:      ModelRef{Name: "cap-presence", Version: "3", SHA256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"},
 		LatencyMS:  Latency{Queue: 1.25, Infer: 7.5, Total: 11.042},
 		Truth:      "scratch",
+		PartID:     "P-2025-000417",
 	}
 }
 
@@ -125,7 +126,7 @@ func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 			Verdict:    str(), Label: str(), Score: num(),
 			Model:     ModelRef{Name: str(), Version: str(), SHA256: str()},
 			LatencyMS: Latency{Queue: num(), Infer: num(), Total: num()},
-			Truth:     str(), Reason: str(), Action: str(),
+			Truth:     str(), Reason: str(), Action: str(), PartID: str(),
 		}
 		if n := rng.IntN(40); n > 0 {
 			r.Scores = make(map[string]float64, n)

@@ -44,6 +44,7 @@ const (
 	spbID       = "id"
 	spbReason   = "reason"
 	spbAction   = "action"
+	spbPartID   = "part_id"
 	spbMaxBdSeq = 256 // bdSeq runs 0..255 and wraps, as seq does
 	spbMaxSeq   = 256
 )
@@ -140,6 +141,7 @@ func spbResultMetrics(inspection string, labels []string) []spbMetric {
 		spbMetric{pre + spbModel, sparkplug.String},
 		spbMetric{pre + spbReason, sparkplug.String},
 		spbMetric{pre + spbAction, sparkplug.String},
+		spbMetric{pre + spbPartID, sparkplug.String},
 	)
 }
 
@@ -153,7 +155,7 @@ func spbData(r *Result, seq uint64) []byte {
 	dbl := func(name string, v float64) sparkplug.Metric {
 		return sparkplug.Metric{Name: pre + name, Timestamp: ts, Type: sparkplug.Double, Float64: v}
 	}
-	metrics := make([]sparkplug.Metric, 0, 10+len(r.Scores))
+	metrics := make([]sparkplug.Metric, 0, 11+len(r.Scores))
 	metrics = append(metrics,
 		str(spbID, r.ID),
 		str(spbVerdict, r.Verdict),
@@ -171,6 +173,7 @@ func spbData(r *Result, seq uint64) []byte {
 		// fail-safe action clears with the next judged part.
 		str(spbReason, r.Reason),
 		str(spbAction, r.Action),
+		str(spbPartID, r.PartID),
 	)
 	p := sparkplug.Payload{Timestamp: ts, Metrics: metrics, Seq: seq, HasSeq: true}
 	return p.Marshal()

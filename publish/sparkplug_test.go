@@ -134,6 +134,7 @@ func checkNDATA(t *testing.T, p spbtest.Payload, r *Result) {
 		pre + "model/version":    {sparkplug.String, r.Model.Version},
 		pre + "reason":           {sparkplug.String, r.Reason},
 		pre + "action":           {sparkplug.String, r.Action},
+		pre + "part_id":          {sparkplug.String, r.PartID},
 	}
 	for l, v := range r.Scores {
 		want[pre+"scores/"+l] = struct {
