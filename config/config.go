@@ -275,6 +275,14 @@ type Inspection struct {
 	// FailSafe is the action a result without a model verdict (UNKNOWN) carries: one
 	// of FailSafes.
 	FailSafe string `yaml:"fail_safe"`
+	// OnNG, OnOK and OnDivert are written to devices for each verdict: NG (and UNKNOWN
+	// with fail_safe reject), OK (and UNKNOWN with fail_safe pass), and UNKNOWN with
+	// fail_safe divert (OnNG when OnDivert is empty: a part nobody judged must not
+	// pass as good). A write that could not land before the frame's deadline, when
+	// the part has passed the gate, is not attempted.
+	OnNG     []WriteAction `yaml:"on_ng"`
+	OnOK     []WriteAction `yaml:"on_ok"`
+	OnDivert []WriteAction `yaml:"on_divert"`
 }
 
 // Default values that no profile sets; the demo config spells each out.
@@ -468,8 +476,15 @@ func decodeSource(c *checker, n *yaml.Node, i int) (Source, bool) {
 // fillDerived sets the defaults that depend on other settings or on the machine.
 func (c *Config) fillDerived() {
 	for i := range c.Inspections {
-		if c.Inspections[i].FailSafe == "" {
-			c.Inspections[i].FailSafe = defaultFailSafe
+		in := &c.Inspections[i]
+		if in.FailSafe == "" {
+			in.FailSafe = defaultFailSafe
+		}
+		// `on_ng: []` and no on_ng at all mean the same: nothing to write.
+		for _, as := range []*[]WriteAction{&in.OnNG, &in.OnOK, &in.OnDivert} {
+			if len(*as) == 0 {
+				*as = nil
+			}
 		}
 	}
 	if c.Node.Name == "" {

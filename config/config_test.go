@@ -121,7 +121,7 @@ func TestDemoConfig(t *testing.T) {
 		"http listen":     cfg.HTTP.Listen == "127.0.0.1:8080",
 		"client id":       cfg.MQTT.ClientID == "edged-demo-site-line-1-"+cfg.Node.Name,
 		"one source":      len(cfg.Sources) == 1 && cfg.Sources[0].Name == "cell-cam" && cfg.Sources[0].Type == "sim",
-		"inspection":      len(cfg.Inspections) == 1 && cfg.Inspections[0] == Inspection{Name: "el-defect", Source: "cell-cam", Model: "el-defect", FailSafe: FailSafeDivert} && cfg.Sources[0].Backpressure == BackpressureBlock,
+		"inspection":      len(cfg.Inspections) == 1 && reflect.DeepEqual(cfg.Inspections[0], Inspection{Name: "el-defect", Source: "cell-cam", Model: "el-defect", FailSafe: FailSafeDivert}) && cfg.Sources[0].Backpressure == BackpressureBlock,
 	}
 	for what, ok := range want {
 		if !ok {

@@ -298,6 +298,9 @@ func (v *validation) inspections(ins []Inspection, sources []Source) {
 			v.fail("%s.threshold: %v is out of range [0,1)", path, t)
 		}
 		v.oneOf(path+".fail_safe", in.FailSafe, FailSafes...)
+		v.writeActions(path+".on_ng", in.OnNG, sources)
+		v.writeActions(path+".on_ok", in.OnOK, sources)
+		v.writeActions(path+".on_divert", in.OnDivert, sources)
 	}
 }
 

@@ -490,7 +490,8 @@ func (p *Pipeline) base(in *inspection, r *drivers.Reading, start, now time.Time
 			Queue: ms(start.Sub(r.CapturedAt)),
 			Total: ms(now.Sub(r.CapturedAt)),
 		},
-		Truth:  r.Truth,
-		PartID: r.PartID,
+		Truth:    r.Truth,
+		PartID:   r.PartID,
+		Deadline: r.Deadline,
 	}
 }

@@ -52,6 +52,10 @@ type Result struct {
 	// Action is what the line should do with the part of an UNKNOWN result: the
 	// inspection's fail-safe (divert, reject, pass).
 	Action string `json:"action,omitempty"`
+	// Deadline is when the verdict was due (the frame's capture time plus the
+	// source's budget), for sinks that act on the line: a reject written after it
+	// misses the part. It is not published.
+	Deadline time.Time `json:"-"`
 }
 
 // Reasons an UNKNOWN result gives.
