@@ -13,8 +13,13 @@ ORT_DIR     := third_party/onnxruntime
 ORT_TGZ     := $(ORT_DIR)/onnxruntime-node-$(ORT_VERSION).tgz
 ORT_LIBS    := $(ORT_DIR)/linux-x64/libonnxruntime.so.1 $(ORT_DIR)/linux-arm64/libonnxruntime.so.1
 
-# Debian packages the test suite runs against.
-TEST_DEBS := mosquitto mosquitto-clients
+# Debian packages the test suite runs against: mosquitto, and libmodbus with a C
+# compiler for the independent Modbus server the tests build from testdata.
+TEST_DEBS := mosquitto mosquitto-clients libmodbus-dev gcc libc6-dev pkg-config
+
+# node-opcua, the independent OPC UA server of the tests (secured endpoints, restarts),
+# pinned by its lockfile.
+OPCUA_SERVER := drivers/opcua/testdata/nodeserver
 
 BIN := bin/edged
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -56,6 +61,10 @@ test-setup: ort
 		echo "installing test servers:$$missing"; \
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi; \
+	fi
+	@if [ ! -d $(OPCUA_SERVER)/node_modules ] || [ $(OPCUA_SERVER)/package-lock.json -nt $(OPCUA_SERVER)/node_modules ]; then \
+		echo "installing the OPC UA test server (node-opcua, from $(OPCUA_SERVER)/package-lock.json)"; \
+		npm ci --silent --no-audit --no-fund --prefix $(OPCUA_SERVER) && touch $(OPCUA_SERVER)/node_modules; \
 	fi
 
 test: test-setup

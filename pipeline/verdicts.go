@@ -36,6 +36,10 @@ func NewVerdicts(next Sink, inspections []Inspection) *Verdicts {
 	return v
 }
 
+// SetNext sets the sink results go on to, for a chain built after the drivers that
+// wait on v. Call it before the pipeline runs.
+func (v *Verdicts) SetNext(next Sink) { v.next = next }
+
 // Publish gives r to a driver waiting for it, then to the next sink.
 func (v *Verdicts) Publish(ctx context.Context, r *publish.Result) error {
 	v.mu.Lock()

@@ -30,6 +30,7 @@ import (
 	"github.com/edgedrun/edged/pipeline"
 	"github.com/edgedrun/edged/publish"
 	"github.com/edgedrun/edged/spool"
+	"github.com/edgedrun/edged/writeback"
 )
 
 func cmdRun(args []string) error {
@@ -135,7 +136,11 @@ type daemon struct {
 	pub      *publish.Publisher
 	breakers *breaker.Metrics
 	drivers  map[string]drivers.Driver
-	pipe     *pipeline.Pipeline
+	// verdicts and writeback are the sinks in front of the publisher; writeback is
+	// nil when no inspection writes to the line.
+	verdicts  *pipeline.Verdicts
+	writeback *writeback.Sink
+	pipe      *pipeline.Pipeline
 	http     *api.Server
 	started  time.Time
 }
@@ -187,6 +192,17 @@ func newDaemon(cfg *config.Config, prof *hwprofiles.Profile, reasons []string, l
 		d.models[in.Model] = &pipeline.Model{Manifest: m, Session: sess}
 	}
 
+	// The sink chain: drivers waiting for verdicts (uploads) see each result first,
+	// then its writes to the line are queued, then the publisher takes it.
+	var inspections []pipeline.Inspection
+	for _, in := range cfg.Inspections {
+		inspections = append(inspections, pipeline.Inspection{
+			Name: in.Name, Source: in.Source, Model: d.models[in.Model], Threshold: float32(in.Threshold),
+			FailSafe: in.FailSafe,
+		})
+	}
+	d.verdicts = pipeline.NewVerdicts(nil, inspections)
+
 	var sources []pipeline.Source
 	for i := range cfg.Sources {
 		s := &cfg.Sources[i]
@@ -196,6 +212,8 @@ func newDaemon(cfg *config.Config, prof *hwprofiles.Profile, reasons []string, l
 		}
 		spec := s.Spec()
 		spec.Log = log
+		spec.Registerer = d.reg
+		spec.Verdicts = d.verdicts
 		drv, err := f.New(spec, s.Driver)
 		if err != nil {
 			return nil, fmt.Errorf("sources[%d] %q: %w", i, s.Name, err)
@@ -203,14 +221,6 @@ func newDaemon(cfg *config.Config, prof *hwprofiles.Profile, reasons []string, l
 		sources = append(sources, pipeline.Source{Spec: spec, Driver: drv, Backpressure: s.Backpressure})
 		d.drivers[s.Name] = drv
 	}
-	var inspections []pipeline.Inspection
-	for _, in := range cfg.Inspections {
-		inspections = append(inspections, pipeline.Inspection{
-			Name: in.Name, Source: in.Source, Model: d.models[in.Model], Threshold: float32(in.Threshold),
-			FailSafe: in.FailSafe,
-		})
-	}
-
 	brokerURL := cfg.MQTT.Broker
 	if brokerURL == config.BrokerEmbedded {
 		d.broker = publish.NewBroker(cfg.MQTT.EmbeddedListen, log)
@@ -263,6 +273,14 @@ func newDaemon(cfg *config.Config, prof *hwprofiles.Profile, reasons []string, l
 	if err != nil {
 		return nil, err
 	}
+	var next pipeline.Sink = d.pub
+	if d.writeback, err = newWriteback(cfg, d.drivers, d.pub, d.reg, log); err != nil {
+		return nil, err
+	}
+	if d.writeback != nil {
+		next = d.writeback
+	}
+	d.verdicts.SetNext(next)
 	d.pipe, err = pipeline.New(pipeline.Config{
 		Identity:     pipeline.Identity{Node: cfg.Node.Name},
 		RingSize:     cfg.Pipeline.RingSize,
@@ -272,7 +290,7 @@ func newDaemon(cfg *config.Config, prof *hwprofiles.Profile, reasons []string, l
 		DrainTimeout: cfg.ShutdownTimeout.Std() / 2,
 		Breaker:      breakerConfig(cfg.Pipeline.Breaker),
 		Breakers:     d.breakers,
-		Sink:         d.pub,
+		Sink:         d.verdicts,
 		Registerer:   d.reg,
 		Log:          log,
 	}, sources, inspections)
@@ -379,6 +397,17 @@ func (d *daemon) run(ctx context.Context) error {
 			errc <- fmt.Errorf("mqtt publisher: %w", err)
 		}
 	})
+	wbCtx, stopWB := context.WithCancel(bg)
+	defer stopWB()
+	wbDone := make(chan struct{})
+	wg.Go(func() {
+		defer close(wbDone)
+		if d.writeback != nil {
+			if err := d.writeback.Run(wbCtx); err != nil {
+				errc <- fmt.Errorf("write-back: %w", err)
+			}
+		}
+	})
 	pipeCtx, stopPipe := context.WithCancel(ctx)
 	defer stopPipe()
 	pipeDone := make(chan struct{})
@@ -419,6 +448,8 @@ func (d *daemon) run(ctx context.Context) error {
 	if !waitOr(pipeDone, deadline.C) {
 		return errors.New("shutdown: the pipeline did not stop within shutdown_timeout")
 	}
+	stopWB()
+	<-wbDone
 	stopPub()
 	if !waitOr(pubDone, deadline.C) {
 		return errors.New("shutdown: the mqtt publisher did not stop within shutdown_timeout")
