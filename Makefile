@@ -25,7 +25,7 @@ BIN := bin/edged
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 GOFLAGS_BUILD := -trimpath -ldflags "-X main.buildVersion=$(VERSION)"
 
-.PHONY: all build run test test-setup soak bench ort model clean vet
+.PHONY: all build run test test-setup soak bench ort model model-scalar clean vet
 
 all: build
 
@@ -93,6 +93,11 @@ model: $(BIN)
 	$(BIN) sim dump --n 6000 --seed 1 --defect-rate 0.5 --out var/dataset/train
 	$(BIN) sim dump --n 2000 --seed 2 --defect-rate 0.5 --out var/dataset/val
 	/usr/bin/python3 models/demo/train.py --train var/dataset/train --val var/dataset/val --out models/demo/el-defect/1.0.0
+
+# model-scalar retrains the bundled scalar demo models (vib-iso, press-fit) from
+# synthetic line data (Debian's python3-torch and python3-numpy; under a minute).
+model-scalar:
+	/usr/bin/python3 models/demo/scalar/train_scalar.py --model all
 
 vet:
 	$(GO) vet ./...

@@ -329,20 +329,20 @@ func newDaemon(cfg *config.Config, prof *hwprofiles.Profile, reasons []string, l
 func loadModel(repo *models.Repository, name string, log *slog.Logger) (*models.Manifest, []byte, error) {
 	_, err := repo.ActiveVersion(name)
 	switch {
-	case errors.Is(err, models.ErrNotFound) && name == demo.Name:
-		dm, donnx, err := demo.Load()
+	case errors.Is(err, models.ErrNotFound) && demo.Bundled(name):
+		dm, donnx, err := demo.LoadNamed(name)
 		if err != nil {
 			return nil, nil, err
 		}
 		if err := repo.Install(dm, donnx); err != nil {
-			return nil, nil, fmt.Errorf("install the bundled demo model: %w", err)
+			return nil, nil, fmt.Errorf("install the bundled demo model %q: %w", name, err)
 		}
 		if err := repo.Activate(dm.Name, dm.Version); err != nil {
-			return nil, nil, fmt.Errorf("activate the bundled demo model: %w", err)
+			return nil, nil, fmt.Errorf("activate the bundled demo model %q: %w", name, err)
 		}
-		log.Info("installed the bundled demo model", "model", dm.Name, "version", dm.Version, "dir", repo.Dir())
+		log.Info("installed a bundled demo model", "model", dm.Name, "version", dm.Version, "dir", repo.Dir())
 	case errors.Is(err, models.ErrNotFound):
-		return nil, nil, fmt.Errorf("model %q is not in the repository %s: push it, or name a model that is there (the bundled demo model is %q)", name, repo.Dir(), demo.Name)
+		return nil, nil, fmt.Errorf("model %q is not in the repository %s: push it, or name a model that is there (bundled demo models: %s)", name, repo.Dir(), strings.Join(demo.Names(), ", "))
 	case err != nil:
 		return nil, nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/edgedrun/edged/drivers/sim"
@@ -28,6 +29,46 @@ func TestEmbeddedModel(t *testing.T) {
 	}
 	if len(onnx) > 1<<20 {
 		t.Errorf("model.onnx is %d bytes, over the 1 MiB a bundled model may weigh", len(onnx))
+	}
+}
+
+// TestBundledModels checks every bundled model the way an empty repository installs
+// it: by name, verified against its manifest, and as a private copy.
+func TestBundledModels(t *testing.T) {
+	want := []string{Name, PressFit, VibISO}
+	if got := Names(); !slices.Equal(got, want) {
+		t.Fatalf("bundled models %v, want %v", got, want)
+	}
+	for _, name := range want {
+		if !Bundled(name) {
+			t.Errorf("Bundled(%q) is false", name)
+		}
+		m, onnx, err := LoadNamed(name)
+		if err != nil {
+			t.Errorf("load %s: %v", name, err)
+			continue
+		}
+		if m.Name != name || m.Version != "1.0.0" {
+			t.Errorf("%s: manifest names %s %s", name, m.Name, m.Version)
+		}
+		if len(onnx) > 1<<20 {
+			t.Errorf("%s: model.onnx is %d bytes, over the 1 MiB a bundled model may weigh", name, len(onnx))
+		}
+		// The copy is the caller's: writing to it must not reach the embedded file.
+		onnx[0] ^= 0xff
+		if _, again, err := LoadNamed(name); err != nil || again[0] == onnx[0] {
+			t.Errorf("%s: LoadNamed shares its bytes with the caller (%v)", name, err)
+		}
+	}
+	m, _, err := LoadNamed(Name)
+	if dm, _, derr := Load(); err != nil || derr != nil || m.SHA256 != dm.SHA256 {
+		t.Errorf("LoadNamed(%q) and Load disagree: %v, %v", Name, err, derr)
+	}
+	if Bundled("no-such-model") {
+		t.Error(`Bundled("no-such-model") is true`)
+	}
+	if _, _, err := LoadNamed("no-such-model"); err == nil || !strings.Contains(err.Error(), `"no-such-model"`) || !strings.Contains(err.Error(), VibISO) {
+		t.Errorf("unknown model: %v, want an error naming it and the bundled ones", err)
 	}
 }
 
