@@ -168,6 +168,8 @@ type source struct {
 	// not foresee. Together with droppedStale it is the deadline miss count.
 	late atomic.Uint64
 	up   atomic.Bool
+	// fault is why the driver last said it is down, or why its Run ended.
+	fault atomic.Pointer[string]
 	// blocked counts emits waiting for room under the Block policy.
 	blocked atomic.Int64
 	// limit is the rate controller's answer (math.Float64bits of Hz; 0 means none) and
@@ -436,6 +438,19 @@ func (s *source) counts() Counts {
 	return c
 }
 
+// Health reports whether a source's driver says its device is up, and the last fault
+// it gave (kept after recovery, for the status page); ok is false for an unknown source.
+func (p *Pipeline) Health(source string) (up bool, fault string, ok bool) {
+	s, ok := p.bySrc[source]
+	if !ok {
+		return false, "", false
+	}
+	if f := s.fault.Load(); f != nil {
+		fault = *f
+	}
+	return s.up.Load(), fault, true
+}
+
 // Run starts every driver, worker and the rate controller, and returns after ctx ends,
 // the drivers have stopped and the rings are drained (or DrainTimeout passed).
 func (p *Pipeline) Run(ctx context.Context) error {
@@ -452,6 +467,8 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			err := s.driver.Run(ctx, em)
 			s.up.Store(false)
 			if err != nil {
+				why := "driver stopped: " + err.Error()
+				s.fault.Store(&why)
 				s.log.Error("driver stopped", "err", err)
 				return
 			}
@@ -571,6 +588,13 @@ func (e *emitter) Pressure() drivers.Pressure {
 }
 
 func (e *emitter) Health(up bool, err error) {
+	if !up {
+		why := "down"
+		if err != nil {
+			why = err.Error()
+		}
+		e.s.fault.Store(&why)
+	}
 	was := e.s.up.Swap(up)
 	switch {
 	case up && !was:

@@ -22,6 +22,11 @@ type statusDoc struct {
 
 type sourceDoc struct {
 	sourceCounts
+	Type string `json:"type"`
+	// Up is whether the driver reaches its device; LastFault is why it last did not
+	// (kept after it recovers).
+	Up           bool   `json:"up"`
+	LastFault    string `json:"last_fault,omitempty"`
 	Backpressure string `json:"backpressure"`
 	// RateHz is the measured rate of accepted frames; RateLimitHz the rate controller's
 	// limit, 0 while the source runs at its own pace.
@@ -91,7 +96,8 @@ func (d *daemon) status() any {
 			continue
 		}
 		limit, arrival, _ := d.pipe.RateLimit(s.Name)
-		doc.Sources[s.Name] = sourceDoc{sourceCounts: sourceCounts(c), Backpressure: s.Backpressure, RateHz: arrival, RateLimitHz: limit}
+		up, fault, _ := d.pipe.Health(s.Name)
+		doc.Sources[s.Name] = sourceDoc{sourceCounts: sourceCounts(c), Type: s.Type, Up: up, LastFault: fault, Backpressure: s.Backpressure, RateHz: arrival, RateLimitHz: limit}
 	}
 	doc.Breakers["mqtt"] = d.pub.BreakerState().String()
 	for name, st := range d.pipe.BreakerStates() {
