@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"runtime"
@@ -141,8 +142,8 @@ type daemon struct {
 	verdicts  *pipeline.Verdicts
 	writeback *writeback.Sink
 	pipe      *pipeline.Pipeline
-	http     *api.Server
-	started  time.Time
+	http      *api.Server
+	started   time.Time
 }
 
 func newDaemon(cfg *config.Config, prof *hwprofiles.Profile, reasons []string, log *slog.Logger) (_ *daemon, err error) {
@@ -321,7 +322,24 @@ func newDaemon(cfg *config.Config, prof *hwprofiles.Profile, reasons []string, l
 		Status: d.status,
 		Log:    log.With("component", "http"),
 	})
+	d.mountSources()
 	return d, nil
+}
+
+// mountSources puts the drivers that take readings over HTTP (httpupload) on the admin
+// server at /v1/sources/{name}/upload. Uploads need the admin token unless the source
+// has its own, which its driver checks.
+func (d *daemon) mountSources() {
+	for name, drv := range d.drivers {
+		h, ok := drv.(http.Handler)
+		if !ok {
+			continue
+		}
+		if own, ok := drv.(interface{ ChecksOwnToken() bool }); !ok || !own.ChecksOwnToken() {
+			h = d.http.Admin(h)
+		}
+		d.http.Handle("/v1/sources/"+name+"/upload", h)
+	}
 }
 
 // loadModel reads the active version of a model from the repository. The bundled demo

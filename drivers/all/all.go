@@ -2,5 +2,7 @@
 package all
 
 import (
-	_ "github.com/edgedrun/edged/drivers/sim" // simulated EL line
+	_ "github.com/edgedrun/edged/drivers/httpupload" // images POSTed to the admin server
+	_ "github.com/edgedrun/edged/drivers/imagedir"   // image files dropped by AOI cameras
+	_ "github.com/edgedrun/edged/drivers/sim"        // simulated EL line
 )

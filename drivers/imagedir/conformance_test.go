@@ -1,0 +1,56 @@
+package imagedir
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/edgedrun/edged/drivers"
+	"github.com/edgedrun/edged/drivers/drivertest"
+)
+
+func TestConformance(t *testing.T) {
+	var dir string
+	var n atomic.Int64
+	img := pngImage(t, 16, 16, 99)
+	drivertest.Run(t, drivertest.Harness{
+		New: func(t testing.TB) drivers.Driver {
+			dir = filepath.Join(t.TempDir(), "cam")
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			f, err := drivers.Lookup("imagedir")
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := f.NewConfig()
+			doc := fmt.Sprintf("dir: %s\nsettle: 50ms\n", dir)
+			if err := yaml.Unmarshal([]byte(doc), cfg); err != nil {
+				t.Fatal(err)
+			}
+			d, err := f.New(drivers.Spec{Name: "aoi-conf", Budget: 2 * time.Second}, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return d
+		},
+		Trigger: func(t testing.TB) {
+			dropFile(t, dir, fmt.Sprintf("img%04d.png", n.Add(1)), img)
+		},
+		Stop: func(t testing.TB) {
+			if err := os.RemoveAll(dir); err != nil {
+				t.Fatal(err)
+			}
+		},
+		Start: func(t testing.TB) {
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		},
+	})
+}
