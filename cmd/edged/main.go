@@ -15,7 +15,8 @@ const usage = `edged: edge AI inspection runtime
 
 usage:
   edged run [-c FILE]              start inspecting (embedded defaults without -c)
-  edged validate -c FILE           check a config file and exit
+  edged validate -c FILE [-probe]  check a config file (and with -probe, the devices) and exit
+  edged opcua cert -out DIR        make a self-signed OPC UA client certificate and key
   edged sim dump --n N --out DIR   write a labelled data set from the line simulator
   edged bench [flags]              measure pipeline throughput against bare inference
   edged version                    print the version
@@ -38,6 +39,8 @@ func run(args []string) int {
 		err = cmdValidate(args[1:])
 	case "sim":
 		err = cmdSim(args[1:])
+	case "opcua":
+		err = cmdOPCUA(args[1:])
 	case "bench":
 		err = cmdBench(args[1:])
 	case "version":
