@@ -13,7 +13,6 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	_ "github.com/edgedrun/edged/drivers/all"
 	"github.com/edgedrun/edged/drivers/sim"
 	"github.com/edgedrun/edged/hwprofiles"
 )
