@@ -587,6 +587,7 @@ type metrics struct {
 	notifications prometheus.Counter
 	reconnects    prometheus.Counter
 	overflow      prometheus.Counter
+	unread        prometheus.Counter
 }
 
 func newMetrics(source string) *metrics {
@@ -596,7 +597,8 @@ func newMetrics(source string) *metrics {
 	m := &metrics{vecs: []*prometheus.CounterVec{
 		vec("edged_opcua_notifications_total", "Data change notifications received from the OPC UA server."),
 		vec("edged_opcua_reconnects_total", "OPC UA sessions re-established after a loss."),
-		vec("edged_opcua_trigger_overflow_total", "Trigger edges dropped because the inspection queue was full."),
+		vec("edged_opcua_trigger_overflow_total", "Triggered parts dropped because the inspection queue was full."),
+		vec("edged_opcua_trigger_unread_total", "Triggered parts not inspected because their nodes could not be read."),
 	}}
 	m.bind(source)
 	return m
@@ -606,6 +608,7 @@ func (m *metrics) bind(source string) {
 	m.notifications = m.vecs[0].WithLabelValues(source)
 	m.reconnects = m.vecs[1].WithLabelValues(source)
 	m.overflow = m.vecs[2].WithLabelValues(source)
+	m.unread = m.vecs[3].WithLabelValues(source)
 }
 
 // register puts the counters on reg once; what the driver counted before stays with

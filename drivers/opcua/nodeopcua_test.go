@@ -161,6 +161,34 @@ func TestNodeOPCUA(t *testing.T) {
 		}
 	})
 
+	t.Run("trigger while the pipeline is behind", func(t *testing.T) {
+		// Each emit takes longer than a part takes to pass: parts queue, and each is
+		// still read at its own edge, none skipped, none read twice.
+		c := secured(&Config{Mode: ModeTrigger,
+			Nodes:   []Node{{Name: "force", NodeID: nodeID("Force")}},
+			Trigger: Trigger{NodeID: nodeID("PartPresent"), PartIDNode: nodeID("PartID")},
+		})
+		d := newDriver(t, "slow", c)
+		e := &slowEmitter{Emitter: drivertest.NewEmitter(), delay: 900 * time.Millisecond}
+		defer e.Close()
+		stop, _ := run(t, d, e)
+		e.WaitReadings(t, 4, 30*time.Second)
+		stop()
+		rs := e.Readings()
+		for i, r := range rs {
+			n, err := strconv.Atoi(strings.TrimPrefix(r.PartID, "P"))
+			if err != nil || r.Scalars["force"] != float64(n)*1.5 {
+				t.Errorf("reading part %q scalars %v: want part Pn with force n*1.5", r.PartID, r.Scalars)
+			}
+			if i > 0 {
+				prev, _ := strconv.Atoi(strings.TrimPrefix(rs[i-1].PartID, "P"))
+				if n != prev+1 {
+					t.Errorf("part %s after %s: parts skipped or read twice while the pipeline was behind", r.PartID, rs[i-1].PartID)
+				}
+			}
+		}
+	})
+
 	t.Run("write", func(t *testing.T) {
 		c := secured(&Config{Nodes: []Node{{Name: "counter", NodeID: nodeID("Counter")}}})
 		d := newDriver(t, "gate", c)
@@ -268,4 +296,20 @@ func TestNodeRestart(t *testing.T) {
 		t.Errorf("reconnects_total = %v, want at least 1", got)
 	}
 	stop()
+}
+
+// slowEmitter takes delay over each emit, as a pipeline that is behind does.
+type slowEmitter struct {
+	*drivertest.Emitter
+	delay time.Duration
+}
+
+func (e *slowEmitter) Emit(ctx context.Context, r *drivers.Reading) drivers.Pressure {
+	select {
+	case <-time.After(e.delay):
+	case <-ctx.Done():
+		r.Release()
+		return drivers.Pressure{}
+	}
+	return e.Emitter.Emit(ctx, r)
 }

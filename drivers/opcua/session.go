@@ -392,8 +392,37 @@ func (d *Driver) edges(dcn *ua.DataChangeNotification, prev float64, edges chan<
 	return prev
 }
 
-// inspect reads the nodes and the part id for each queued edge and emits the reading.
+// inspect reads the nodes and the part id for each edge as it comes, so the values are
+// that part's even while the pipeline is behind, and hands the readings to a second
+// goroutine that emits them: a blocked emit never delays the read of the next part.
+// Readings waiting for the pipeline are bounded by the queue; a full queue drops the
+// part, counted and logged like a dropped edge.
 func (d *Driver) inspect(ctx context.Context, c *opcua.Client, e drivers.Emitter, edges <-chan edge, log *slog.Logger) {
+	ready := make(chan *drivers.Reading, cap(edges))
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case r := <-ready:
+				e.Emit(ctx, r)
+			}
+		}
+	}()
+	defer func() {
+		wg.Wait()
+		for {
+			select {
+			case r := <-ready:
+				r.Release()
+			default:
+				return
+			}
+		}
+	}()
 	ids := append([]*ua.NodeID(nil), d.nodeIDs...)
 	if d.partID != nil {
 		ids = append(ids, d.partID)
@@ -409,7 +438,8 @@ func (d *Driver) inspect(ctx context.Context, c *opcua.Client, e drivers.Emitter
 		values, err := d.readValues(ctx, c, ids)
 		if err != nil {
 			if ctx.Err() == nil {
-				log.Warn("opc ua inspection read failed; part skipped", "err", err)
+				d.m.unread.Inc()
+				log.Warn("opc ua inspection read failed; part not inspected", "err", err)
 			}
 			continue
 		}
@@ -425,13 +455,14 @@ func (d *Driver) inspect(ctx context.Context, c *opcua.Client, e drivers.Emitter
 				err = v.Status
 			}
 			if err != nil {
-				log.Warn("opc ua inspection node unreadable; part skipped", "node", node.NodeID, "err", err)
+				log.Warn("opc ua inspection node unreadable; part not inspected", "node", node.NodeID, "err", err)
 				bad = true
 				break
 			}
 			r.Scalars[node.Name] = f
 		}
 		if bad {
+			d.m.unread.Inc()
 			r.Release()
 			continue
 		}
@@ -443,6 +474,12 @@ func (d *Driver) inspect(ctx context.Context, c *opcua.Client, e drivers.Emitter
 		if d.spec.Budget > 0 {
 			r.Deadline = ed.at.Add(d.spec.Budget)
 		}
-		e.Emit(ctx, r)
+		select {
+		case ready <- r:
+		default:
+			d.m.overflow.Inc()
+			log.Warn("opc ua part dropped: inspections queue full", "part_id", r.PartID, "queue", cap(ready))
+			r.Release()
+		}
 	}
 }

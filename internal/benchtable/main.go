@@ -28,6 +28,7 @@ var comparisons = []comparison{
 	{"pipeline, max_batch 8 vs 1 (demo model)", "PipelineBatch8", "PipelineBatch1", "frames/s", 0},
 	{"publisher with spool vs bare paho", "PublisherVsBarePaho/spool", "PublisherVsBarePaho/spool", "ratio", 0},
 	{"publisher without spool vs bare paho", "PublisherVsBarePaho/nospool", "PublisherVsBarePaho/nospool", "ratio", 0},
+	{"Modbus driver vs bare goburrow loop, 10 registers, libmodbus", "ModbusDriverPoll", "ModbusBareGoburrow", "reads/s", 0.9},
 }
 
 // allocsOf names the benchmarks whose allocations per operation are shown, with the
