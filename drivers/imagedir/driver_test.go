@@ -616,3 +616,37 @@ func TestStateTornLine(t *testing.T) {
 		t.Errorf("entries %v, want only a.png", st.entries)
 	}
 }
+
+func TestProbe(t *testing.T) {
+	dir := t.TempDir()
+	d, err := New(drivers.Spec{Name: "aoi"}, &Config{Dir: dir, Patterns: []string{"*.png"}, After: AfterMove, MaxFileBytes: 1 << 20, PartIDFrom: PartIDNone})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Probe(context.Background()); err != nil {
+		t.Fatalf("probe of a writable folder: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "done")); err != nil {
+		t.Errorf("done_dir not made: %v", err)
+	}
+	missing, err := New(drivers.Spec{Name: "aoi"}, &Config{Dir: filepath.Join(dir, "nope"), Patterns: []string{"*.png"}, After: AfterMove, MaxFileBytes: 1 << 20, PartIDFrom: PartIDNone})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := missing.Probe(context.Background()); err == nil || !strings.Contains(err.Error(), `source "aoi": dir`) || !strings.Contains(err.Error(), "nope") {
+		t.Errorf("probe of a missing folder: %v", err)
+	}
+	// done_dir where a plain file stands: a place the driver cannot move files to,
+	// whoever runs it.
+	blocked := filepath.Join(dir, "blocked")
+	if err := os.WriteFile(blocked, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d2, err := New(drivers.Spec{Name: "aoi"}, &Config{Dir: dir, DoneDir: blocked, Patterns: []string{"*.png"}, After: AfterMove, MaxFileBytes: 1 << 20, PartIDFrom: PartIDNone})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d2.Probe(context.Background()); err == nil || !strings.Contains(err.Error(), `done_dir "`+blocked+`" is not writable`) {
+		t.Errorf("probe with done_dir on a file: %v", err)
+	}
+}
