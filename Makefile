@@ -15,7 +15,7 @@ ORT_LIBS    := $(ORT_DIR)/linux-x64/libonnxruntime.so.1 $(ORT_DIR)/linux-arm64/l
 
 # Debian packages the test suite runs against: mosquitto, and libmodbus with a C
 # compiler for the independent Modbus server the tests build from testdata.
-TEST_DEBS := mosquitto mosquitto-clients libmodbus-dev gcc libc6-dev pkg-config
+TEST_DEBS := mosquitto mosquitto-clients libmodbus-dev gcc libc6-dev
 
 # node-opcua, the independent OPC UA server of the tests (secured endpoints, restarts),
 # pinned by its lockfile.
