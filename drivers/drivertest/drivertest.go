@@ -58,6 +58,32 @@ func Run(t *testing.T, h Harness) {
 	}
 }
 
+// Start runs d in the background until the test ends, or until the returned stop is
+// called (safe more than once); either way it wants Run to return nil within 5s of
+// its context ending.
+func Start(tb testing.TB, d drivers.Driver, e drivers.Emitter) (stop func()) {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx, e) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					tb.Errorf("Run returned %v after its context ended, want nil", err)
+				}
+			case <-time.After(5 * time.Second):
+				tb.Error("Run did not return within 5s of its context ending")
+			}
+		})
+	}
+	tb.Cleanup(stop)
+	return stop
+}
+
 // running is a driver's Run on its own goroutine.
 type running struct {
 	cancel context.CancelFunc

@@ -95,31 +95,6 @@ func newDriver(t testing.TB, spec drivers.Spec, dir string, mod func(*Config)) *
 	return d
 }
 
-// start runs d in the background; the returned stop cancels it and checks Run
-// returned nil.
-func start(t *testing.T, d *Driver, e drivers.Emitter) (stop func()) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx, e) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Run returned %v after cancel, want nil", err)
-				}
-			case <-time.After(5 * time.Second):
-				t.Fatal("Run did not return within 5s of cancel")
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
-}
-
 func newEmitter(t *testing.T) *drivertest.Emitter {
 	e := drivertest.NewEmitter()
 	t.Cleanup(e.Close)
@@ -195,7 +170,7 @@ func TestSlowWriter(t *testing.T) {
 	dir := t.TempDir()
 	d := newDriver(t, drivers.Spec{Budget: time.Second}, dir, func(c *Config) { c.Settle = config.Duration(300 * time.Millisecond) })
 	e := newEmitter(t)
-	start(t, d, e)
+	drivertest.Start(t, d, e)
 	e.WaitHealth(t, true, wait)
 
 	data := pngImage(t, 64, 64, 1)
@@ -240,7 +215,7 @@ func TestRenameIntoPlace(t *testing.T) {
 	dir := t.TempDir()
 	d := newDriver(t, drivers.Spec{}, dir, func(c *Config) { c.Settle = config.Duration(time.Hour) })
 	e := newEmitter(t)
-	start(t, d, e)
+	drivertest.Start(t, d, e)
 	e.WaitHealth(t, true, wait)
 	dropFile(t, dir, "renamed.png", pngImage(t, 8, 8, 2))
 	e.WaitReadings(t, 1, wait)
@@ -262,7 +237,7 @@ func TestExistingFiles(t *testing.T) {
 	}
 	d := newDriver(t, drivers.Spec{}, dir, nil)
 	e := newEmitter(t)
-	start(t, d, e)
+	drivertest.Start(t, d, e)
 	e.WaitReadings(t, 3, wait)
 	rs := e.Readings()
 	if got := names(rs); !slices.Equal(got, []string{"c", "a", "b"}) {
@@ -291,7 +266,7 @@ func TestExactlyOnceAcrossRestart(t *testing.T) {
 		writeFile(t, done, nil)
 	}}
 	spec := drivers.Spec{Log: slog.New(slog.NewTextHandler(&e1.logs, nil))}
-	stop1 := start(t, newDriver(t, spec, dir, func(c *Config) { c.DoneDir = done }), e1)
+	stop1 := drivertest.Start(t, newDriver(t, spec, dir, func(c *Config) { c.DoneDir = done }), e1)
 	e1.WaitReadings(t, 1, wait)
 	waitFor(t, "failed move", func() bool { return strings.Contains(e1.logs.String(), "cannot finish") })
 	stop1()
@@ -305,7 +280,7 @@ func TestExactlyOnceAcrossRestart(t *testing.T) {
 	// Restart: first.png is finished without an emit; second.png, newer, is emitted.
 	writeFile(t, filepath.Join(dir, "second.png"), pngImage(t, 8, 8, 4))
 	e2 := newEmitter(t)
-	start(t, newDriver(t, drivers.Spec{}, dir, func(c *Config) { c.DoneDir = done }), e2)
+	drivertest.Start(t, newDriver(t, drivers.Spec{}, dir, func(c *Config) { c.DoneDir = done }), e2)
 	e2.WaitReadings(t, 1, wait)
 	waitFor(t, "both files in done", func() bool {
 		return exists(filepath.Join(done, "first.png")) && exists(filepath.Join(done, "second.png"))
@@ -347,11 +322,11 @@ func TestKeepAcrossRestart(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "k.png"), pngImage(t, 8, 8, 5))
 	keep := func(c *Config) { c.After = AfterKeep }
 	e1 := newEmitter(t)
-	stop1 := start(t, newDriver(t, drivers.Spec{}, dir, keep), e1)
+	stop1 := drivertest.Start(t, newDriver(t, drivers.Spec{}, dir, keep), e1)
 	e1.WaitReadings(t, 1, wait)
 	stop1()
 	e2 := newEmitter(t)
-	start(t, newDriver(t, drivers.Spec{}, dir, keep), e2)
+	drivertest.Start(t, newDriver(t, drivers.Spec{}, dir, keep), e2)
 	// A new file, written in place, settles after the kept one, which the scan found
 	// first: were k.png emitted again, it would come before n.png.
 	writeFile(t, filepath.Join(dir, "n.png"), pngImage(t, 8, 8, 6))
@@ -367,7 +342,7 @@ func TestKeepAcrossRestart(t *testing.T) {
 func TestDelete(t *testing.T) {
 	dir := t.TempDir()
 	e := newEmitter(t)
-	start(t, newDriver(t, drivers.Spec{}, dir, func(c *Config) { c.After = AfterDelete }), e)
+	drivertest.Start(t, newDriver(t, drivers.Spec{}, dir, func(c *Config) { c.After = AfterDelete }), e)
 	e.WaitHealth(t, true, wait)
 	dropFile(t, dir, "x.png", pngImage(t, 8, 8, 7))
 	e.WaitReadings(t, 1, wait)
@@ -430,7 +405,7 @@ func TestQuarantine(t *testing.T) {
 	big := pngImage(t, 64, 64, 8)
 	d := newDriver(t, spec, dir, func(c *Config) { c.MaxFileBytes = config.ByteSize(len(big) - 1) })
 	e := newEmitter(t)
-	start(t, d, e)
+	drivertest.Start(t, d, e)
 	e.WaitHealth(t, true, wait)
 
 	good := pngImage(t, 8, 8, 9)
@@ -478,7 +453,7 @@ func TestQuarantine(t *testing.T) {
 func TestPatterns(t *testing.T) {
 	dir := t.TempDir()
 	e := newEmitter(t)
-	start(t, newDriver(t, drivers.Spec{}, dir, func(c *Config) { c.Patterns = []string{"CAM1_*.PNG"}; c.PartIDFrom = PartIDNone }), e)
+	drivertest.Start(t, newDriver(t, drivers.Spec{}, dir, func(c *Config) { c.Patterns = []string{"CAM1_*.PNG"}; c.PartIDFrom = PartIDNone }), e)
 	e.WaitHealth(t, true, wait)
 	dropFile(t, dir, "cam2_1.png", pngImage(t, 8, 8, 10))
 	dropFile(t, dir, "notes.txt", []byte("hello"))
@@ -513,7 +488,7 @@ func TestDoneCollision(t *testing.T) {
 	writeFile(t, filepath.Join(done, "part.png"), old)
 	writeFile(t, filepath.Join(done, "part-1.png"), old)
 	e := newEmitter(t)
-	start(t, newDriver(t, drivers.Spec{}, dir, nil), e)
+	drivertest.Start(t, newDriver(t, drivers.Spec{}, dir, nil), e)
 	e.WaitHealth(t, true, wait)
 	data := pngImage(t, 8, 8, 14)
 	dropFile(t, dir, "part.png", data)
@@ -535,7 +510,7 @@ func TestBackpressurePacing(t *testing.T) {
 	}
 	e := newEmitter(t)
 	e.SetPressure(drivers.Pressure{Accepted: true, Occupancy: 0.8, MaxRateHz: hz})
-	start(t, newDriver(t, drivers.Spec{}, dir, nil), e)
+	drivertest.Start(t, newDriver(t, drivers.Spec{}, dir, nil), e)
 	e.WaitReadings(t, 2, wait)
 	// While paced, the files not yet emitted are still on disk.
 	left, _ := filepath.Glob(filepath.Join(dir, "p*.png"))
@@ -555,7 +530,7 @@ func TestRefusedEmit(t *testing.T) {
 	var tries atomic.Int64
 	e := &hookEmitter{Emitter: newEmitter(t), each: func() { tries.Add(1) }}
 	e.SetPressure(drivers.Pressure{Accepted: false, Occupancy: 1})
-	start(t, newDriver(t, drivers.Spec{}, dir, nil), e)
+	drivertest.Start(t, newDriver(t, drivers.Spec{}, dir, nil), e)
 	e.WaitHealth(t, true, wait)
 	for i := range 3 {
 		dropFile(t, dir, "r"+string(rune('0'+i))+".png", pngImage(t, 8, 8, uint64(30+i)))
@@ -584,7 +559,7 @@ func TestFolderRemovedAndRecreated(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := newEmitter(t)
-	start(t, newDriver(t, drivers.Spec{}, dir, nil), e)
+	drivertest.Start(t, newDriver(t, drivers.Spec{}, dir, nil), e)
 	e.WaitHealth(t, true, wait)
 	if err := os.RemoveAll(dir); err != nil {
 		t.Fatal(err)

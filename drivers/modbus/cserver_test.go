@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/edgedrun/edged/drivers/drivertest"
 )
 
 func TestLibmodbusPolling(t *testing.T) {
@@ -28,7 +30,7 @@ func TestLibmodbusPolling(t *testing.T) {
 		t.Fatalf("Probe: %v", err)
 	}
 	e := newRecEmitter()
-	runDriver(t, d, e)
+	drivertest.Start(t, d, e)
 	e.waitReadings(t, 3, 5*time.Second)
 	e.mu.Lock()
 	rs := append(e.readings[:0:0], e.readings...)
@@ -75,7 +77,7 @@ func TestLibmodbusRestart(t *testing.T) {
 	srv := startCServer(t)
 	d := newDriver(t, "restart", testConfig(srv.Addr(), Register{Name: "counter", Address: 0}, Register{Name: "temp", Address: 2, Type: Float32}))
 	e := newRecEmitter()
-	stop := runDriver(t, d, e)
+	stop := drivertest.Start(t, d, e)
 	e.waitReadings(t, 3, 5*time.Second)
 
 	srv.Stop(t)

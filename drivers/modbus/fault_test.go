@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/edgedrun/edged/config"
+	"github.com/edgedrun/edged/drivers/drivertest"
 )
 
 // rawServer is a minimal Modbus TCP server that answers read holding registers with
@@ -122,7 +123,7 @@ func TestOutOfStepRecovers(t *testing.T) {
 			cfg.Timeout = config.Duration(100 * time.Millisecond)
 			d := newDriver(t, "plc", cfg)
 			e := newRecEmitter()
-			runDriver(t, d, e)
+			drivertest.Start(t, d, e)
 			down := e.waitHealth(t, false, 0, 5*time.Second)
 			if down.err == nil || !strings.Contains(down.err.Error(), c.want) || !strings.Contains(down.err.Error(), `source "plc": read holding 0..1`) {
 				t.Errorf("down because %v, want %q", down.err, c.want)

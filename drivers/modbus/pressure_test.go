@@ -6,6 +6,7 @@ import (
 
 	"github.com/edgedrun/edged/config"
 	"github.com/edgedrun/edged/drivers"
+	"github.com/edgedrun/edged/drivers/drivertest"
 )
 
 // TestBackpressure: the poll interval doubles, up to 16 times, while the pipeline
@@ -17,7 +18,7 @@ func TestBackpressure(t *testing.T) {
 	c.PollInterval = config.Duration(10 * time.Millisecond)
 	d := newDriver(t, "press", c)
 	e := newRecEmitter()
-	runDriver(t, d, e)
+	drivertest.Start(t, d, e)
 	e.waitReadings(t, 1, 5*time.Second)
 	if got := d.RateHz(); got != 100 {
 		t.Fatalf("rate %v Hz, want 100", got)
@@ -70,7 +71,7 @@ func TestReconfigure(t *testing.T) {
 	c.PollInterval = config.Duration(10 * time.Millisecond)
 	d := newDriver(t, "re", c)
 	e := newRecEmitter()
-	runDriver(t, d, e)
+	drivertest.Start(t, d, e)
 	e.waitReadings(t, 1, 5*time.Second)
 
 	c2 := *c

@@ -382,27 +382,3 @@ func newDriver(tb testing.TB, name string, c *Config) *Driver {
 func quietLog() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
-
-// runDriver runs d until the test ends, and checks Run returned nil.
-func runDriver(tb testing.TB, d drivers.Driver, e drivers.Emitter) (stop func()) {
-	tb.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx, e) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					tb.Errorf("Run returned %v, want nil", err)
-				}
-			case <-time.After(5 * time.Second):
-				tb.Error("Run did not return within 5s of cancel")
-			}
-		})
-	}
-	tb.Cleanup(stop)
-	return stop
-}

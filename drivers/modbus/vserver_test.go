@@ -18,6 +18,7 @@ import (
 
 	"github.com/edgedrun/edged/config"
 	"github.com/edgedrun/edged/drivers"
+	"github.com/edgedrun/edged/drivers/drivertest"
 )
 
 // swapBytes and swapWords turn big-endian register bytes into the other layouts,
@@ -109,7 +110,7 @@ func TestValuesEveryTypeAndOrder(t *testing.T) {
 	}
 	d := newDriver(t, "orders", testConfig(startVServer(t, h), regs...))
 	e := newRecEmitter()
-	runDriver(t, d, e)
+	drivertest.Start(t, d, e)
 	e.waitReadings(t, 1, 5*time.Second)
 	r := e.last()
 	for name, w := range want {
@@ -129,7 +130,7 @@ func TestValuesEveryTypeAndOrder(t *testing.T) {
 	c.ByteOrder = Little
 	d2 := newDriver(t, "device-order", c)
 	e2 := newRecEmitter()
-	runDriver(t, d2, e2)
+	drivertest.Start(t, d2, e2)
 	e2.waitReadings(t, 1, 5*time.Second)
 	if got, want := e2.last().Scalars["f"], float64(int16(binary.LittleEndian.Uint16(bigEndian(Int16, -1234)))); got != want {
 		t.Errorf("device byte order little: f = %v, want %v", got, want)
@@ -159,7 +160,7 @@ func TestRequestsPerPoll(t *testing.T) {
 		t.Fatalf("plan %q, want %q", want, wantPlan)
 	}
 	e := newRecEmitter()
-	stop := runDriver(t, d, e)
+	stop := drivertest.Start(t, d, e)
 	e.waitReadings(t, 5, 5*time.Second)
 	stop()
 	h.mu.Lock()
@@ -245,7 +246,7 @@ func TestException(t *testing.T) {
 	}
 
 	e := newRecEmitter()
-	runDriver(t, d, e)
+	drivertest.Start(t, d, e)
 	e.waitFor(t, "3 exceptions counted", 5*time.Second, func() bool {
 		return counterValue(t, reg, "edged_modbus_exceptions_total", map[string]string{"source": "vib", "code": "2"}) >= 3
 	})
@@ -294,7 +295,7 @@ func TestWrites(t *testing.T) {
 		t.Fatalf("write before Run = %v", err)
 	}
 
-	runDriver(t, d, e)
+	drivertest.Start(t, d, e)
 	e.waitReadings(t, 1, 5*time.Second)
 	ctx := context.Background()
 	for _, w := range []drivers.Write{
@@ -343,7 +344,7 @@ func TestWrites(t *testing.T) {
 	c := testConfig(addr, Register{Name: "h0", Address: 0})
 	c.WordOrder = Little
 	dl := newDriver(t, "gate-le", c)
-	runDriver(t, dl, newRecEmitter())
+	drivertest.Start(t, dl, newRecEmitter())
 	e.waitFor(t, "little-endian write", 5*time.Second, func() bool {
 		return dl.Write(ctx, drivers.Write{Target: "holding:60:float32", Value: 21.5}) == nil
 	})
@@ -395,7 +396,7 @@ func TestWriteDoesNotWaitForPoll(t *testing.T) {
 		t.Fatalf("%d requests, want 5", n)
 	}
 	e := newRecEmitter()
-	runDriver(t, d, e)
+	drivertest.Start(t, d, e)
 	e.waitReadings(t, 1, 5*time.Second)
 	var worst time.Duration
 	for i := range 4 {
@@ -445,7 +446,7 @@ func TestWriteCancelledMidRequest(t *testing.T) {
 	h := &vHandler{slowWrite: 300 * time.Millisecond}
 	d := newDriver(t, "cut", testConfig(startVServer(t, h), Register{Name: "a", Address: 0}))
 	e := newRecEmitter()
-	runDriver(t, d, e)
+	drivertest.Start(t, d, e)
 	e.waitReadings(t, 1, 5*time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/edgedrun/edged/drivers"
+	"github.com/edgedrun/edged/drivers/drivertest"
 )
 
 // fakeEmitter is the pipeline's side of a source: it hands every reading to the test
@@ -68,31 +69,6 @@ func (f *fakeEmitter) drain() {
 	}
 }
 
-// start runs d in the background; the returned stop cancels it and checks Run
-// returned nil.
-func start(t *testing.T, d *Driver, e drivers.Emitter) (stop func()) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx, e) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Run returned %v after cancel, want nil", err)
-				}
-			case <-time.After(5 * time.Second):
-				t.Fatal("Run did not return within 5s of cancel")
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
-}
-
 func newDriver(t *testing.T, spec drivers.Spec, mod func(*Config)) *Driver {
 	t.Helper()
 	cfg := DefaultConfig()
@@ -111,7 +87,7 @@ func TestDriverReadings(t *testing.T) {
 	spec := drivers.Spec{Name: "line1-el", Budget: 150 * time.Millisecond}
 	d := newDriver(t, spec, func(c *Config) { c.RateHz = rate; c.Seed = 9; c.DefectRate = 0.3 })
 	e := newFakeEmitter()
-	stop := start(t, d, e)
+	stop := drivertest.Start(t, d, e)
 
 	want := newGen(t, func(c *Config) { c.Seed = 9; c.DefectRate = 0.3 })
 	wantImg := make([]byte, 128*128)
@@ -156,7 +132,7 @@ func TestDriverReadings(t *testing.T) {
 func TestDriverFreshBuffers(t *testing.T) {
 	d := newDriver(t, drivers.Spec{Name: "s"}, func(c *Config) { c.RateHz = 1000 })
 	e := newFakeEmitter()
-	start(t, d, e)
+	drivertest.Start(t, d, e)
 	a, b := e.next(t), e.next(t)
 	if &a.Image.Data[0] == &b.Image.Data[0] {
 		t.Fatal("two readings share an image buffer")
@@ -174,7 +150,7 @@ func TestDriverBackpressure(t *testing.T) {
 	}
 	e := newFakeEmitter()
 	e.limit.Store(math.Float64bits(limit))
-	start(t, d, e)
+	drivertest.Start(t, d, e)
 
 	// The pipeline's limit holds from the tick after the first emit on.
 	waitRate(t, d, limit)
@@ -216,7 +192,7 @@ func waitRate(t *testing.T, d *Driver, want float64) {
 func TestDriverReconfigure(t *testing.T) {
 	d := newDriver(t, drivers.Spec{Name: "s"}, func(c *Config) { c.RateHz = 5 })
 	e := newFakeEmitter()
-	start(t, d, e)
+	drivertest.Start(t, d, e)
 	e.next(t)
 	c := DefaultConfig()
 	c.RateHz = 800
@@ -243,7 +219,7 @@ func TestDriverReconfigure(t *testing.T) {
 func TestDriverCancel(t *testing.T) {
 	d := newDriver(t, drivers.Spec{Name: "s"}, func(c *Config) { c.RateHz = 0.01 })
 	e := newFakeEmitter()
-	stop := start(t, d, e)
+	stop := drivertest.Start(t, d, e)
 	e.next(t) // the first image comes at once, the next in 100s
 	stop()
 
@@ -295,7 +271,7 @@ func TestRegistered(t *testing.T) {
 func TestDriverCache(t *testing.T) {
 	d := newDriver(t, drivers.Spec{Name: "s"}, func(c *Config) { c.RateHz = 5000; c.Cache = 3; c.DefectRate = 0.5 })
 	e := newFakeEmitter()
-	start(t, d, e)
+	drivertest.Start(t, d, e)
 	var got []*drivers.Reading
 	for range 7 {
 		got = append(got, e.next(t))
