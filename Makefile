@@ -95,7 +95,8 @@ soak: test-setup
 	EDGED_SOAK=1 $(GO) test -race -count=1 -timeout 60m -run 'Outage|Soak|Overload|Delivery' ./...
 
 # bench: component benchmarks (rings against channels, batching, the publisher against
-# bare paho, the spool, preprocessing), then the pipeline against bare ONNX Runtime runs;
+# bare paho, the spool, preprocessing, the Modbus driver against a bare goburrow loop,
+# OPC UA notifications end to end, image drops and uploads), then the pipeline against bare ONNX Runtime runs;
 # ends with the table of ratios, each against its baseline from the same run, and fails
 # when one misses its target.
 bench: test-setup $(BIN)
