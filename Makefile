@@ -96,9 +96,9 @@ soak: test-setup
 
 # bench: component benchmarks (rings against channels, batching, the publisher against
 # bare paho, the spool, preprocessing, the Modbus driver against a bare goburrow loop,
-# OPC UA notifications end to end, image drops and uploads), then the pipeline against bare ONNX Runtime runs;
-# ends with the table of ratios, each against its baseline from the same run, and fails
-# when one misses its target.
+# OPC UA notifications end to end, image drops and uploads), then the pipeline against
+# bare ONNX Runtime runs; ends with the table of ratios, each against its baseline from
+# the same run, and fails when one misses its target.
 bench: test-setup $(BIN)
 	mkdir -p var
 	set -o pipefail; $(GO) test -run '^$$' -bench . -benchmem -count 5 ./pipeline/ ./publish/ ./drivers/modbus/ | tee var/bench.txt
