@@ -18,6 +18,7 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -150,6 +151,7 @@ type Publisher struct {
 	resultTopic string // prefix; the inspection name follows
 	statusTopic string
 	eventTopic  string
+	alertPrefix string
 
 	queue    chan message
 	mu       sync.RWMutex // orders closed against senders joining
@@ -266,6 +268,7 @@ func NewPublisher(cfg Config, reg prometheus.Registerer, log *slog.Logger) (*Pub
 		resultTopic: prefix + "result/",
 		statusTopic: prefix + "status",
 		eventTopic:  prefix + "event",
+		alertPrefix: prefix + "alert/",
 		queue:       make(chan message, cfg.QueueSize),
 		stopping:    make(chan struct{}),
 		store:       newSessionStore(),
@@ -457,6 +460,9 @@ func (p *Publisher) StatusTopic() string { return p.statusTopic }
 // EventTopic is the topic of PublishEvent.
 func (p *Publisher) EventTopic() string { return p.eventTopic }
 
+// AlertTopic is where alerts of a kind go: edged/v1/{site}/{line}/{node}/alert/{kind}.
+func (p *Publisher) AlertTopic(kind string) string { return p.alertPrefix + kind }
+
 // Connected reports whether the publisher holds a connection to the broker now.
 func (p *Publisher) Connected() bool { return p.connected.Load() }
 
@@ -523,6 +529,26 @@ func (p *Publisher) PublishEvent(ctx context.Context, kind string, fields any) e
 		return fmt.Errorf("publish event %q: encode: %w", kind, err)
 	}
 	return p.enqueue(ctx, message{topic: p.eventTopic, payload: payload, qos: p.qos()})
+}
+
+// PublishAlert queues an alert on AlertTopic(kind), shaped as an event (v, id, node,
+// kind, time, fields), for whoever watches the line's alarms.
+func (p *Publisher) PublishAlert(ctx context.Context, kind string, fields any) error {
+	if kind == "" || strings.ContainsAny(kind, "/+#") {
+		return fmt.Errorf("publish alert: kind %q is not one topic level", kind)
+	}
+	payload, err := json.Marshal(Event{
+		V:      EventVersion,
+		ID:     newID(),
+		Node:   p.cfg.Node,
+		Kind:   kind,
+		Time:   time.Now().UTC(),
+		Fields: fields,
+	})
+	if err != nil {
+		return fmt.Errorf("publish alert %q: encode: %w", kind, err)
+	}
+	return p.enqueue(ctx, message{topic: p.alertPrefix + kind, payload: payload, qos: p.qos()})
 }
 
 func (p *Publisher) enqueue(ctx context.Context, m message) error {

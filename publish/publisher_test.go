@@ -281,6 +281,32 @@ func TestPublishEvent(t *testing.T) {
 	}
 }
 
+func TestPublishAlert(t *testing.T) {
+	url := "tcp://" + startBroker(t, "127.0.0.1:0").Addr()
+	p := startPublisher(t, testConfig(url))
+	if got, want := p.AlertTopic("modbus_dpi"), "edged/v1/s1/l1/n1/alert/modbus_dpi"; got != want {
+		t.Fatalf("alert topic %q, want %q", got, want)
+	}
+	sub := subscribe(t, url, p.AlertTopic("modbus_dpi"))
+	fields := map[string]any{"class": "flood", "client": "10.0.3.7:50122"}
+	if err := p.PublishAlert(context.Background(), "modbus_dpi", fields); err != nil {
+		t.Fatal(err)
+	}
+	m := sub.next(t, "the alert")
+	var ev Event
+	if err := json.Unmarshal(m.Payload(), &ev); err != nil {
+		t.Fatal(err)
+	}
+	if m.Topic() != p.AlertTopic("modbus_dpi") || ev.Kind != "modbus_dpi" || ev.Node != "n1" || ev.ID == "" || !reflect.DeepEqual(ev.Fields, fields) {
+		t.Errorf("alert on %s: %+v", m.Topic(), ev)
+	}
+	for _, kind := range []string{"", "a/b", "x+", "#"} {
+		if err := p.PublishAlert(context.Background(), kind, fields); err == nil {
+			t.Errorf("alert kind %q accepted", kind)
+		}
+	}
+}
+
 // TestPublishBlocksWhenQueueFull: Publish pushes back instead of dropping, and gives up
 // only when its context ends.
 func TestPublishBlocksWhenQueueFull(t *testing.T) {
