@@ -13,9 +13,10 @@ ORT_DIR     := third_party/onnxruntime
 ORT_TGZ     := $(ORT_DIR)/onnxruntime-node-$(ORT_VERSION).tgz
 ORT_LIBS    := $(ORT_DIR)/linux-x64/libonnxruntime.so.1 $(ORT_DIR)/linux-arm64/libonnxruntime.so.1
 
-# Debian packages the test suite runs against: mosquitto, and libmodbus with a C
-# compiler for the independent Modbus server the tests build from testdata.
-TEST_DEBS := mosquitto mosquitto-clients libmodbus-dev gcc libc6-dev
+# Debian packages the test suite runs against: mosquitto; libmodbus with a C compiler
+# for the independent Modbus server the tests build from testdata; mbpoll, a Modbus
+# client of its own, for the traffic guard's tests.
+TEST_DEBS := mosquitto mosquitto-clients libmodbus-dev gcc libc6-dev mbpoll
 
 # node-opcua, the independent OPC UA server of the tests (secured endpoints, restarts),
 # pinned by its lockfile.
@@ -25,7 +26,7 @@ BIN := bin/edged
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 GOFLAGS_BUILD := -trimpath -ldflags "-X main.buildVersion=$(VERSION)"
 
-.PHONY: all build run run-plc test test-setup soak bench ort model model-scalar clean vet
+.PHONY: all build run run-plc test test-setup fuzz soak bench ort model model-scalar clean vet
 
 all: build
 
@@ -89,6 +90,20 @@ test-setup: ort
 test: test-setup
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 15s ./dpi/
+
+# fuzz: every fuzz target, FUZZTIME each (make test runs their seeds, and the Modbus
+# traffic parser's target for 15 s).
+FUZZTIME ?= 2m
+FUZZ_TARGETS := ./dpi/:FuzzParse ./drivers/modbus/:FuzzDecodeResponse ./drivers/modbus/:FuzzCheckHeader \
+	./drivers/opcua/:FuzzValue ./drivers/opcua/:FuzzCheckNodeID ./drivers/httpupload/:FuzzUpload \
+	./drivers/imagedir/sniff/:FuzzImage ./config/:FuzzParse ./models/:FuzzParseManifest \
+	./inference/:FuzzPreprocessEncoded ./publish/:FuzzDecodeRecord ./publish/:FuzzAppendString ./spool/:FuzzOpen
+fuzz: test-setup
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $${t%%:*} $${t##*:} for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$${t##*:}$$" -fuzztime $(FUZZTIME) $${t%%:*}; \
+	done
 
 # soak: the long forms of the delivery and overload tests (minutes, not seconds).
 soak: test-setup

@@ -60,6 +60,9 @@ type Config struct {
 	// decodeSource), because the keys of each depend on its type.
 	Sources     []Source     `yaml:"-"`
 	Inspections []Inspection `yaml:"inspections"`
+	// ModbusDPI are inline Modbus TCP proxies that watch (and may block) the traffic
+	// between the SCADA/HMI side and PLCs.
+	ModbusDPI []ModbusDPI `yaml:"modbus_dpi"`
 }
 
 // Node names this box in MQTT topics and metrics: edged/v1/{site}/{line}/{node}/...
@@ -486,6 +489,12 @@ func (c *Config) fillDerived() {
 				*as = nil
 			}
 		}
+	}
+	for i := range c.ModbusDPI {
+		c.ModbusDPI[i].fill()
+	}
+	if len(c.ModbusDPI) == 0 {
+		c.ModbusDPI = nil
 	}
 	if c.Node.Name == "" {
 		c.Node.Name = hostname()

@@ -125,6 +125,7 @@ func (c *Config) Validate() error {
 
 	v.sources(c.Sources)
 	v.inspections(c.Inspections, c.Sources)
+	v.modbusDPI(c.ModbusDPI)
 	return errors.Join(v.errs...)
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/edgedrun/edged/api"
 	"github.com/edgedrun/edged/breaker"
 	"github.com/edgedrun/edged/config"
+	"github.com/edgedrun/edged/dpi"
 	"github.com/edgedrun/edged/drivers"
 	_ "github.com/edgedrun/edged/drivers/all" // every built-in driver type
 	"github.com/edgedrun/edged/hwprofiles"
@@ -142,6 +143,9 @@ type daemon struct {
 	verdicts  *pipeline.Verdicts
 	writeback *writeback.Sink
 	pipe      *pipeline.Pipeline
+	// proxies are the Modbus traffic guards; alerts takes their alerts to the broker.
+	proxies []*dpi.Proxy
+	alerts  *alertQueue
 	http      *api.Server
 	started   time.Time
 }
@@ -274,6 +278,14 @@ func newDaemon(cfg *config.Config, prof *hwprofiles.Profile, reasons []string, l
 	if err != nil {
 		return nil, err
 	}
+	if len(cfg.ModbusDPI) > 0 {
+		if d.alerts, err = newAlertQueue(d.pub, d.reg, log); err != nil {
+			return nil, err
+		}
+		if d.proxies, err = newProxies(cfg, d.alerts.put, d.reg, log); err != nil {
+			return nil, err
+		}
+	}
 	var next pipeline.Sink = d.pub
 	if d.writeback, err = newWriteback(cfg, d.drivers, d.pub, d.reg, log); err != nil {
 		return nil, err
@@ -376,7 +388,7 @@ func (d *daemon) run(ctx context.Context) error {
 	bg, cancelBG := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelBG()
 	var wg sync.WaitGroup
-	errc := make(chan error, 4)
+	errc := make(chan error, 5+len(d.proxies))
 	start := func(name string, fn func(context.Context) error, c context.Context) {
 		wg.Go(func() {
 			if err := fn(c); err != nil {
@@ -426,6 +438,27 @@ func (d *daemon) run(ctx context.Context) error {
 			}
 		}
 	})
+	alertCtx, stopAlerts := context.WithCancel(bg)
+	defer stopAlerts()
+	alertsDone := make(chan struct{})
+	wg.Go(func() {
+		defer close(alertsDone)
+		if d.alerts != nil {
+			_ = d.alerts.run(alertCtx)
+		}
+	})
+	// The Modbus guards stop with the line: at shutdown the HMI's connections close
+	// before the publisher takes its last messages.
+	dpiCtx, stopDPI := context.WithCancel(bg)
+	defer stopDPI()
+	var dpiWG sync.WaitGroup
+	for _, p := range d.proxies {
+		dpiWG.Go(func() {
+			if err := p.Run(dpiCtx); err != nil {
+				errc <- fmt.Errorf("modbus_dpi: %w", err)
+			}
+		})
+	}
 	pipeCtx, stopPipe := context.WithCancel(ctx)
 	defer stopPipe()
 	pipeDone := make(chan struct{})
@@ -468,6 +501,10 @@ func (d *daemon) run(ctx context.Context) error {
 	}
 	stopWB()
 	<-wbDone
+	stopDPI()
+	dpiWG.Wait()
+	stopAlerts()
+	<-alertsDone
 	stopPub()
 	if !waitOr(pubDone, deadline.C) {
 		return errors.New("shutdown: the mqtt publisher did not stop within shutdown_timeout")
