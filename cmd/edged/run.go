@@ -146,8 +146,8 @@ type daemon struct {
 	// proxies are the Modbus traffic guards; alerts takes their alerts to the broker.
 	proxies []*dpi.Proxy
 	alerts  *alertQueue
-	http      *api.Server
-	started   time.Time
+	http    *api.Server
+	started time.Time
 }
 
 func newDaemon(cfg *config.Config, prof *hwprofiles.Profile, reasons []string, log *slog.Logger) (_ *daemon, err error) {
