@@ -57,6 +57,10 @@ type DPIClient struct {
 	ReadOnly bool `yaml:"read_only"`
 	// Writes, when set, are the only ranges these clients may write.
 	Writes []DPIRange `yaml:"writes"`
+	// Units, when set, replace the proxy's units for these clients.
+	Units []int `yaml:"units"`
+	// Ranges, when set, are the only data these clients may read or write.
+	Ranges []DPIRange `yaml:"ranges"`
 }
 
 // DPIFlood bounds each client's requests and exception answers over a sliding window.
@@ -146,6 +150,13 @@ func (v *validation) modbusDPI(ps []ModbusDPI) {
 			}
 			v.functions(cp+".functions", c.Functions)
 			v.dpiRanges(cp+".writes", c.Writes)
+			v.dpiRanges(cp+".ranges", c.Ranges)
+			for k, u := range c.Units {
+				v.intRange(fmt.Sprintf("%s.units[%d]", cp, k), u, 0, 255)
+			}
+			if c.ReadOnly && len(c.Writes) > 0 {
+				v.fail("%s: read_only and writes both set; a read-only client writes nowhere", cp)
+			}
 			for k, r := range c.Writes {
 				if r.Table == "discrete" || r.Table == "input" {
 					v.fail("%s.writes[%d].table: %q cannot be written", cp, k, r.Table)

@@ -38,6 +38,13 @@ type ClientPolicy struct {
 	Functions []uint8  // allowed function codes; empty: Config.DefaultFunctions
 	ReadOnly  bool     // no function that changes the device (5, 6, 15, 16, 21, 22, 23)
 	Writes    []Range  // when set, writes only inside these windows (Coils or HoldingRegisters)
+	// Units, when set, are the unit identifiers these clients may address, in place
+	// of Config.Units.
+	Units []uint8
+	// Ranges, when set, are the only data these clients may read or write, within
+	// Config.Map: outside them a request is AddressOutOfRange (QuantityOutOfRange when
+	// it starts inside and runs past the end).
+	Ranges []Range
 }
 
 // Config configures one proxy. Zero values take the defaults documented per field.
@@ -157,6 +164,12 @@ type clientRule struct {
 	readOnly  bool
 	writes    spans
 	hasWrites bool
+	// units replaces the proxy's unit list when hasUnits.
+	hasUnits bool
+	units    [256]bool
+	// ranges narrows the map for these clients when hasRanges.
+	hasRanges bool
+	ranges    spans
 }
 
 // rules is the compiled, read-only policy of a proxy, shared by its connections.
@@ -189,7 +202,12 @@ func (r *rules) forClient(addr netip.Addr) *clientRule {
 
 // checkRequest returns the first policy anomaly of a request that parsed clean.
 func (r *rules) checkRequest(c *clientRule, f *Frame) Class {
-	if !r.anyUnit && !r.units[f.Unit] {
+	switch {
+	case c.hasUnits:
+		if !c.units[f.Unit] {
+			return UnitIDNotAllowed
+		}
+	case !r.anyUnit && !r.units[f.Unit]:
 		return UnitIDNotAllowed
 	}
 	if !c.functions[f.Function] {
@@ -210,12 +228,18 @@ func (r *rules) checkRequest(c *clientRule, f *Frame) Class {
 			}
 		}
 	}
-	if r.hasMap && f.Table != TableNone {
-		if cl := r.regMap.check(f.Table, f.Address, f.Quantity); cl != "" {
+	for _, m := range []struct {
+		on bool
+		s  *spans
+	}{{r.hasMap, &r.regMap}, {c.hasRanges, &c.ranges}} {
+		if !m.on || f.Table == TableNone {
+			continue
+		}
+		if cl := m.s.check(f.Table, f.Address, f.Quantity); cl != "" {
 			return cl
 		}
 		if f.Function == 23 {
-			if cl := r.regMap.check(HoldingRegisters, f.WriteAddress, f.WriteQuantity); cl != "" {
+			if cl := m.s.check(HoldingRegisters, f.WriteAddress, f.WriteQuantity); cl != "" {
 				return cl
 			}
 		}
@@ -347,6 +371,12 @@ func compile(cfg *Config) (*rules, error) {
 		}
 		checkRanges(path+".writes", cp.Writes, true)
 		cr.writes = makeSpans(cp.Writes)
+		checkRanges(path+".ranges", cp.Ranges, false)
+		cr.hasRanges, cr.ranges = len(cp.Ranges) > 0, makeSpans(cp.Ranges)
+		cr.hasUnits = len(cp.Units) > 0
+		for _, u := range cp.Units {
+			cr.units[u] = true
+		}
 		r.clients = append(r.clients, cr)
 	}
 	for c, a := range cfg.Actions {

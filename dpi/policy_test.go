@@ -58,6 +58,7 @@ func TestCheckRequest(t *testing.T) {
 		Clients: []ClientPolicy{
 			{Addresses: []string{"10.0.3.0/24"}, ReadOnly: true},
 			{Addresses: []string{"10.0.4.7", "::ffff:10.0.5.0/120"}, Functions: []uint8{3, 16, 23}, Writes: []Range{{HoldingRegisters, 10, 19}}},
+			{Addresses: []string{"10.0.6.1"}, Units: []uint8{9}, Ranges: []Range{{HoldingRegisters, 0, 9}}},
 		}})
 	r, err := compile(&cfg)
 	if err != nil {
@@ -66,6 +67,7 @@ func TestCheckRequest(t *testing.T) {
 	hmi := r.forClient(netip.MustParseAddr("10.0.3.9"))
 	eng := r.forClient(netip.MustParseAddr("10.0.5.3"))
 	other := r.forClient(netip.MustParseAddr("192.168.1.1"))
+	meter := r.forClient(netip.MustParseAddr("10.0.6.1"))
 	if eng != r.forClient(netip.MustParseAddr("10.0.4.7")) || other != &r.fallback || hmi != &r.clients[0] {
 		t.Fatal("clients matched to the wrong policy")
 	}
@@ -93,6 +95,13 @@ func TestCheckRequest(t *testing.T) {
 		{"write past window", eng, []byte{16, 0, 18, 0, 3, 6, 0, 1, 0, 2, 0, 3}, 1, FunctionNotAllowed},
 		{"fc 23 write in window", eng, []byte{23, 0, 0, 0, 2, 0, 10, 0, 1, 2, 0, 1}, 1, ""},
 		{"fc 23 write outside", eng, []byte{23, 0, 10, 0, 2, 0, 30, 0, 1, 2, 0, 1}, 1, FunctionNotAllowed},
+		// A client's own units replace the proxy's, and its ranges narrow the map.
+		{"client's own unit", meter, pdu16(3, 0, 1), 9, ""},
+		{"proxy's unit, not the client's", meter, pdu16(3, 0, 1), 1, UnitIDNotAllowed},
+		{"in the client's ranges", meter, pdu16(3, 2, 8), 9, ""},
+		{"past the client's ranges", meter, pdu16(3, 5, 10), 9, QuantityOutOfRange},
+		{"in the map, outside the client's ranges", meter, pdu16(3, 40, 1), 9, AddressOutOfRange},
+		{"other clients keep the whole map", other, pdu16(3, 40, 1), 1, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f, cls := Parse(adu(1, tc.unit, tc.pdu...), Request)

@@ -119,7 +119,15 @@ func dpiConfig(m config.ModbusDPI) (dpi.Config, error) {
 		if err != nil {
 			return c, err
 		}
-		c.Clients = append(c.Clients, dpi.ClientPolicy{Addresses: cl.Addresses, Functions: functionCodes(cl.Functions), ReadOnly: cl.ReadOnly, Writes: w})
+		rs, err := dpiRanges(cl.Ranges)
+		if err != nil {
+			return c, err
+		}
+		var units []uint8
+		for _, u := range cl.Units {
+			units = append(units, uint8(u))
+		}
+		c.Clients = append(c.Clients, dpi.ClientPolicy{Addresses: cl.Addresses, Functions: functionCodes(cl.Functions), ReadOnly: cl.ReadOnly, Writes: w, Units: units, Ranges: rs})
 	}
 	for class, action := range m.Actions {
 		c.Actions[dpi.Class(class)] = dpi.Action(action)
