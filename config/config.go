@@ -272,8 +272,8 @@ type Inspection struct {
 	Source string `yaml:"source"`
 	// Model is the model's name in the repository.
 	Model string `yaml:"model"`
-	// Threshold is the least defect probability for an NG verdict; 0 takes the
-	// manifest's.
+	// Threshold is the least defect probability (softmax models, below 1) or anomaly
+	// score (score models) for an NG verdict; 0 takes the manifest's.
 	Threshold float64 `yaml:"threshold"`
 	// FailSafe is the action a result without a model verdict (UNKNOWN) carries: one
 	// of FailSafes.

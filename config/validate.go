@@ -295,8 +295,10 @@ func (v *validation) inspections(ins []Inspection, sources []Source) {
 		}
 		// The model name is a directory in the repository.
 		v.name(path+".model", in.Model)
-		if t := in.Threshold; math.IsNaN(t) || t < 0 || t >= 1 {
-			v.fail("%s.threshold: %v is out of range [0,1)", path, t)
+		// A probability for softmax models, checked against (0,1) when the model is
+		// loaded; any positive score for score models.
+		if t := in.Threshold; math.IsNaN(t) || math.IsInf(t, 0) || t < 0 {
+			v.fail("%s.threshold: %v is not a number of 0 or more", path, t)
 		}
 		v.oneOf(path+".fail_safe", in.FailSafe, FailSafes...)
 		v.writeActions(path+".on_ng", in.OnNG, sources)

@@ -222,3 +222,41 @@ func TestPreprocessScalars(t *testing.T) {
 		t.Error("std 0 accepted")
 	}
 }
+
+func TestPostprocessScore(t *testing.T) {
+	p := models.Postprocess{Kind: models.PostprocessScore, Labels: []string{"ok", "anomaly"}, OKLabels: []string{"ok"}, Threshold: 1.5}
+	pp, err := NewPostprocessor(p, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := pp.Labels(); len(got) != 1 || got[0] != "anomaly" {
+		t.Errorf("labels %v, want [anomaly]: the scores map holds the score under it", got)
+	}
+	var v Verdict
+	for _, tc := range []struct {
+		score   float32
+		verdict string
+		label   string
+	}{{0.2, VerdictOK, "ok"}, {1.49, VerdictOK, "ok"}, {1.5, VerdictNG, "anomaly"}, {40, VerdictNG, "anomaly"}} {
+		if err := pp.Apply([]float32{tc.score}, &v); err != nil {
+			t.Fatal(err)
+		}
+		if v.Verdict != tc.verdict || v.Label != tc.label || v.Score != tc.score || len(v.Scores) != 1 || v.Scores[0] != tc.score {
+			t.Errorf("score %v: %+v, want %s %s", tc.score, v, tc.verdict, tc.label)
+		}
+	}
+	if err := pp.Apply([]float32{1, 2}, &v); err == nil {
+		t.Error("two values from a score model: no error")
+	}
+	if err := pp.Apply([]float32{float32(math.NaN())}, &v); err == nil {
+		t.Error("NaN score: no error")
+	}
+	// An inspection may override the threshold with any positive score.
+	if pp, err := NewPostprocessor(p, 3); err != nil || pp.Threshold() != 3 {
+		t.Errorf("override: %v, %v", pp, err)
+	}
+	p.Labels = []string{"ok", "crack", "dent"}
+	if _, err := NewPostprocessor(p, 0); err == nil {
+		t.Error("score model with three labels accepted")
+	}
+}

@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
+	"slices"
 	"time"
 )
 
@@ -68,9 +70,19 @@ type Preprocess struct {
 	Std  []float32 `json:"std"`
 }
 
+// Postprocess kinds: what a model's output is.
+const (
+	// PostprocessSoftmax: one logit per label; NG when the defect labels' summed
+	// probability reaches the threshold.
+	PostprocessSoftmax = "softmax"
+	// PostprocessScore: one anomaly score per frame; NG (labels[1]) when it reaches
+	// the threshold, else OK (labels[0]). The published score is the raw score.
+	PostprocessScore = "score"
+)
+
 // Postprocess says how the output becomes a verdict.
 type Postprocess struct {
-	// Kind is "softmax": the output holds one logit per label.
+	// Kind is PostprocessSoftmax or PostprocessScore.
 	Kind   string   `json:"kind"`
 	Labels []string `json:"labels"`
 	// OKLabels are the labels that mean a good part; any other label is a defect.
@@ -175,8 +187,23 @@ func (m *Manifest) Validate() error {
 		}
 	}
 	q := m.Postprocess
-	if q.Kind != "softmax" {
-		bad("postprocess.kind %q is not supported (softmax)", q.Kind)
+	switch q.Kind {
+	case PostprocessSoftmax:
+		if q.Threshold <= 0 || q.Threshold >= 1 {
+			bad("postprocess.threshold %v is not in (0,1)", q.Threshold)
+		}
+	case PostprocessScore:
+		if len(q.Labels) != 2 || len(q.OKLabels) != 1 || q.OKLabels[0] != q.Labels[0] {
+			bad("postprocess: a score model has labels [ok, anomaly] and ok_labels [ok], not %v and %v", q.Labels, q.OKLabels)
+		}
+		if !(q.Threshold > 0) || math.IsInf(float64(q.Threshold), 0) {
+			bad("postprocess.threshold %v is not a positive score", q.Threshold)
+		}
+		if len(m.Outputs) == 1 && !slices.Equal(m.Outputs[0].Shape, []int64{-1, 1}) {
+			bad("outputs[0].shape %v: a score model has one score per frame, [-1, 1]", m.Outputs[0].Shape)
+		}
+	default:
+		bad("postprocess.kind %q is not supported (%s, %s)", q.Kind, PostprocessSoftmax, PostprocessScore)
 	}
 	if len(q.Labels) < 2 {
 		bad("postprocess.labels: want at least 2, have %d", len(q.Labels))
@@ -192,9 +219,6 @@ func (m *Manifest) Validate() error {
 		if !found {
 			bad("postprocess.ok_labels: %q is not among the labels %v", ok, q.Labels)
 		}
-	}
-	if q.Threshold <= 0 || q.Threshold >= 1 {
-		bad("postprocess.threshold %v is not in (0,1)", q.Threshold)
 	}
 	return errors.Join(errs...)
 }

@@ -104,6 +104,10 @@ func TestParseManifestAccepts(t *testing.T) {
 			m.Inputs[0].Shape = []int64{-1, 2}
 		})},
 		{"image kind named", edit(func(m *models.Manifest) { m.Preprocess.Kind = models.PreprocessImage })},
+		{"score model", edit(func(m *models.Manifest) {
+			m.Outputs[0].Shape = []int64{-1, 1}
+			m.Postprocess = models.Postprocess{Kind: models.PostprocessScore, Labels: []string{"ok", "anomaly"}, OKLabels: []string{"ok"}, Threshold: 1.7}
+		})},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := tc.edit(t, demoManifestBytes(t))
@@ -186,6 +190,18 @@ func TestParseManifestRefuses(t *testing.T) {
 		{"scalars std 0", edit(func(m *models.Manifest) {
 			m.Preprocess = models.Preprocess{Kind: models.PreprocessScalars, Features: []string{"a"}, Mean: []float32{0}, Std: []float32{0}}
 		}), []string{"preprocess.std[0] is 0"}},
+		{"score model with softmax labels", edit(func(m *models.Manifest) {
+			m.Outputs[0].Shape = []int64{-1, 1}
+			m.Postprocess.Kind = models.PostprocessScore
+		}), []string{"score model has labels [ok, anomaly]"}},
+		{"score model with two outputs per frame", edit(func(m *models.Manifest) {
+			m.Outputs[0].Shape = []int64{-1, 2}
+			m.Postprocess = models.Postprocess{Kind: models.PostprocessScore, Labels: []string{"ok", "anomaly"}, OKLabels: []string{"ok"}, Threshold: 2}
+		}), []string{"outputs[0].shape [-1 2]", "[-1, 1]"}},
+		{"score model with threshold 0", edit(func(m *models.Manifest) {
+			m.Outputs[0].Shape = []int64{-1, 1}
+			m.Postprocess = models.Postprocess{Kind: models.PostprocessScore, Labels: []string{"ok", "anomaly"}, OKLabels: []string{"ok"}}
+		}), []string{"postprocess.threshold 0 is not a positive score"}},
 		{"kind sigmoid", edit(func(m *models.Manifest) { m.Postprocess.Kind = "sigmoid" }), []string{`postprocess.kind "sigmoid"`}},
 		{"one label", edit(func(m *models.Manifest) {
 			m.Postprocess.Labels = []string{"ok"}

@@ -44,6 +44,16 @@ func TestBadInputAtStart(t *testing.T) {
 			want: []string{"load ONNX Runtime", "libonnxruntime.so", "make ort"},
 		},
 		{
+			// A probability threshold of 1 is only known to be wrong once the model
+			// turns out to be a softmax one.
+			name: "threshold of 1 on a softmax model",
+			setup: func(t *testing.T, l *testLine) ([]string, []string) {
+				replaceConfig(t, l, "    model: el-defect\n", "    model: el-defect\n    threshold: 1\n")
+				return []string{"run", "-c", l.config}, nil
+			},
+			want: []string{`"el"`, "threshold 1 is not in (0,1)"},
+		},
+		{
 			name: "corrupt model file",
 			setup: func(t *testing.T, l *testLine) ([]string, []string) {
 				installDemo(t, l)
