@@ -116,10 +116,11 @@ func TestDriverReadings(t *testing.T) {
 	}
 	stop()
 
-	// The fake emitter never pushes back, so the rate stays nominal; the bounds are
-	// wide because a loaded test machine (and -race) delays timers.
+	// The fake emitter never pushes back, so the rate stays nominal. Never faster is
+	// the pacing; the lower bound is wide because rendering 200 images a second under
+	// -race on a loaded 2-core machine (other test binaries beside it) falls behind.
 	got := float64(n-1) / last.Sub(first).Seconds()
-	if got < rate*0.5 || got > rate*1.1 {
+	if got < rate*0.3 || got > rate*1.1 {
 		t.Errorf("emitted at %.1f Hz, want about %d", got, rate)
 	}
 	e.mu.Lock()
