@@ -23,7 +23,7 @@ func TestHysteresis(t *testing.T) {
 		{3, 0.9, false, false}, // one window below enter: the run is broken
 		{4, 1.1, false, false}, // starts again
 		{6, 1.4, false, false},
-		{7, 1.0, true, true}, // held 3 s at or above enter: raised
+		{7, 1.0, true, true},  // held 3 s at or above enter: raised
 		{8, 0.9, true, false}, // between leave and enter: stays raised
 		{9, 0.7, true, false}, // below leave: the clock starts
 		{10, 0.85, true, false},

@@ -255,6 +255,9 @@ type Source struct {
 	// Backpressure is what a frame that finds the source's ring full does: one of
 	// Backpressures.
 	Backpressure string `yaml:"backpressure"`
+	// Window, when set, assembles the driver's samples into windows before
+	// inference: vibration and other fast signals.
+	Window *Window `yaml:"window"`
 	// Driver is the driver's own config, decoded from the block keyed by Type: a
 	// pointer made by the type's Factory.NewConfig.
 	Driver any `yaml:"-"`

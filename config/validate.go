@@ -241,6 +241,7 @@ func (v *validation) sources(sources []Source) {
 		}
 		v.durRange(path+".verdict_budget", s.VerdictBudget, 0, maxVerdictBudget, false)
 		v.oneOf(path+".backpressure", s.Backpressure, Backpressures...)
+		v.window(path+".window", s.Window)
 		v.driver(path, s)
 	}
 }

@@ -26,6 +26,7 @@ type metrics struct {
 type collector struct {
 	p                                                     *Pipeline
 	frames, inFlight, ring, up, rate, limit, misses, late *prometheus.Desc
+	samples, resets                                       *prometheus.Desc
 }
 
 func newMetrics(reg prometheus.Registerer, p *Pipeline) (*metrics, error) {
@@ -70,6 +71,10 @@ func newMetrics(reg prometheus.Registerer, p *Pipeline) (*metrics, error) {
 			"The rate controller's limit for the source; 0 while the source runs at its own pace.", []string{"source"}, nil),
 		misses: prometheus.NewDesc("edged_deadline_misses_total",
 			"Frames that missed their verdict deadline: dropped as stale before inference, or published late.", []string{"source"}, nil),
+		samples: prometheus.NewDesc("edged_window_samples_total",
+			"Samples a windowed source's driver gave, before they became windows (frames).", []string{"source"}, nil),
+		resets: prometheus.NewDesc("edged_window_resets_total",
+			"Times a windowed source's window started over instead of mixing two runs of samples: gap (samples missing), restart (sequence going back), clock (time going back or jumping), missing_channel.", []string{"source", "reason"}, nil),
 		late: prometheus.NewDesc("edged_frames_late_total",
 			"Frames published after their deadline (also in edged_deadline_misses_total).", []string{"source"}, nil),
 	}
@@ -90,6 +95,8 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.limit
 	ch <- c.misses
 	ch <- c.late
+	ch <- c.samples
+	ch <- c.resets
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -125,5 +132,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		late := s.late.Load()
 		ch <- prometheus.MustNewConstMetric(c.misses, prometheus.CounterValue, float64(n.DroppedStale+late), name)
 		ch <- prometheus.MustNewConstMetric(c.late, prometheus.CounterValue, float64(late), name)
+		if s.win != nil {
+			ch <- prometheus.MustNewConstMetric(c.samples, prometheus.CounterValue, float64(s.win.samples.Load()), name)
+			for reason, n := range s.win.resets() {
+				ch <- prometheus.MustNewConstMetric(c.resets, prometheus.CounterValue, float64(n), name, reason)
+			}
+		}
 	}
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/edgedrun/edged/inference"
 	"github.com/edgedrun/edged/models"
 	"github.com/edgedrun/edged/publish"
+	"github.com/edgedrun/edged/window"
 )
 
 // Sink takes results. Publish may block to push back on the workers; it must not drop a
@@ -67,6 +68,9 @@ type Source struct {
 	Driver drivers.Driver
 	// Backpressure is one of Block (the default), DropOldest, DropNewest, Latest.
 	Backpressure string
+	// Window, when set, assembles the driver's samples into windows before the ring:
+	// each completed window is one frame, holding the window's features by name.
+	Window *window.Config
 }
 
 // Model is a loaded model with what it needs around it.
@@ -170,6 +174,8 @@ type source struct {
 	up   atomic.Bool
 	// fault is why the driver last said it is down, or why its Run ended.
 	fault atomic.Pointer[string]
+	// win assembles samples into windows for windowed sources; nil otherwise.
+	win *windowing
 	// blocked counts emits waiting for room under the Block policy.
 	blocked atomic.Int64
 	// limit is the rate controller's answer (math.Float64bits of Hz; 0 means none) and
@@ -249,6 +255,13 @@ func New(cfg Config, sources []Source, inspections []Inspection) (*Pipeline, err
 		}
 		if err := src.set(s.Backpressure, s.Spec.Budget); err != nil {
 			return nil, fmt.Errorf("pipeline: source %q: %w", s.Spec.Name, err)
+		}
+		if s.Window != nil {
+			w, err := newWindowing(*s.Window)
+			if err != nil {
+				return nil, fmt.Errorf("pipeline: source %q: window: %w", s.Spec.Name, err)
+			}
+			src.win = w
 		}
 		p.sources = append(p.sources, src)
 		p.bySrc[s.Spec.Name] = src
@@ -463,7 +476,10 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	go func() { defer close(ctlDone); p.control(ctlCtx) }()
 	for _, s := range p.sources {
 		drv.Go(func() {
-			em := &emitter{p: p, s: s}
+			var em drivers.Emitter = &emitter{p: p, s: s}
+			if s.win != nil {
+				em = &windowEmitter{emitter: em.(*emitter)}
+			}
 			err := s.driver.Run(ctx, em)
 			s.up.Store(false)
 			if err != nil {
