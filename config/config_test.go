@@ -251,7 +251,7 @@ func TestValidateProgrammatic(t *testing.T) {
 	for _, want := range []string{
 		"sources[1].sim: no driver config",
 		"sources[2].sim: driver config is *struct {}, not *sim.Config",
-		`sources[3].type: unknown driver type "plc" (known: sim)`,
+		`sources[3].type: unknown driver type "plc" (known: sim, sim_vibration)`,
 	} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v lacks %q", err, want)

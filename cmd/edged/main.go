@@ -18,6 +18,7 @@ usage:
   edged validate -c FILE [-probe]  check a config file (and with -probe, the devices) and exit
   edged opcua cert -out DIR        make a self-signed OPC UA client certificate and key
   edged sim dump --n N --out DIR   write a labelled data set from the line simulator
+                                   (--kind vibration: vibration samples as CSV)
   edged bench [flags]              measure pipeline throughput against bare inference
   edged version                    print the version
 `

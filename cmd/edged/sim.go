@@ -15,10 +15,14 @@ import (
 )
 
 const simUsage = `usage:
-  edged sim dump --n N --out DIR [--seed S] [--defect-rate R] [--width W] [--height H]
+  edged sim dump [--kind el] --n N --out DIR [--seed S] [--defect-rate R] [--width W] [--height H]
+  edged sim dump --kind vibration --seconds S --out FILE.csv [--fault KIND] [--onset D]
+      [--grow D] [--seed N] [--rate HZ] [--shaft-hz HZ] [--noise G] [--load-change-every D]
 
-Writes N simulated EL images as PNG files with a labels.csv index into DIR. The same
-flags give the same files.
+The first writes N simulated EL images as PNG files with a labels.csv index into DIR.
+The second writes S seconds of a simulated motor's vibration as CSV (t_s, one column
+per accelerometer in g, truth, severity; --out - for standard output); KIND is none,
+imbalance, misalignment, outer_race or inner_race. The same flags give the same files.
 `
 
 var flagNames = strings.NewReplacer("defect_rate:", "--defect-rate:", "width:", "--width:", "height:", "--height:")
@@ -31,7 +35,15 @@ func cmdSim(args []string) error {
 	}
 	switch args[0] {
 	case "dump":
-		return cmdSimDump(args[1:], os.Stdout, os.Stderr)
+		kind, rest, err := dumpKind(args[1:])
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "edged sim dump: %v\n\n%s", err, simUsage)
+			return errUsage
+		}
+		if kind == dumpKindVibration {
+			return cmdSimDumpVibration(rest, os.Stdout, os.Stderr)
+		}
+		return cmdSimDump(rest, os.Stdout, os.Stderr)
 	case "-h", "--help", "help":
 		fmt.Print(simUsage)
 		return nil

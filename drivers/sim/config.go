@@ -1,6 +1,8 @@
-// Package sim provides the line simulator: a driver that renders solar-cell
-// electroluminescence (EL) images with a known share of defects, deterministic from a
-// seed, with ground truth attached, and the data-set writer behind `edged sim dump`.
+// Package sim provides the line simulators, deterministic from a seed and with ground
+// truth attached: a driver that renders solar-cell electroluminescence (EL) images with
+// a known share of defects (type sim), a driver that gives the vibration of a motor on
+// rolling bearings whose fault appears and grows (type sim_vibration, optionally served
+// over Modbus TCP), and the data-set writers behind `edged sim dump`.
 package sim
 
 import (
