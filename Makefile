@@ -26,7 +26,7 @@ BIN := bin/edged
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 GOFLAGS_BUILD := -trimpath -ldflags "-X main.buildVersion=$(VERSION)"
 
-.PHONY: all build run run-plc test test-setup fuzz soak bench ort model model-scalar clean vet
+.PHONY: all build run run-plc run-vibration test test-setup fuzz soak bench ort model model-scalar model-vibration clean vet
 
 all: build
 
@@ -70,6 +70,11 @@ run-plc: test-setup $(BIN) $(PLC_DEMO)/modbus-server
 	for i in $$(seq 600); do grep -q '^ready' $(PLC_DEMO)/opcua.log && break; kill -0 $$ua 2>/dev/null || { cat $(PLC_DEMO)/opcua.log; exit 1; }; sleep 0.1; done; \
 	echo "PLCs up: Modbus 127.0.0.1:5020, OPC UA opc.tcp://127.0.0.1:4840/edged (parts: tail -f $(PLC_DEMO)/opcua.log)"; \
 	$(BIN) run -c config/plc-demo.yaml
+
+# run-vibration: predictive maintenance on a simulated motor (config/vibration-demo.yaml):
+# healthy for a minute, then a bearing defect grows; the vibration alert follows.
+run-vibration: ort $(BIN)
+	$(BIN) run -c config/vibration-demo.yaml
 
 $(PLC_DEMO)/modbus-server: drivers/modbus/testdata/server.c | test-setup
 	mkdir -p $(PLC_DEMO)
@@ -128,6 +133,12 @@ model: $(BIN)
 	$(BIN) sim dump --n 6000 --seed 1 --defect-rate 0.5 --out var/dataset/train
 	$(BIN) sim dump --n 2000 --seed 2 --defect-rate 0.5 --out var/dataset/val
 	/usr/bin/python3 models/demo/train.py --train var/dataset/train --val var/dataset/val --out models/demo/el-defect/1.0.0
+
+# model-vibration retrains the bundled vibration anomaly model on healthy windows of the
+# vibration simulator (python3-torch; about a minute on 2 cores).
+model-vibration:
+	$(GO) run ./models/demo/vib-anomaly/gen -out var/vib-anomaly
+	/usr/bin/python3 models/demo/vib-anomaly/train.py --data var/vib-anomaly
 
 # model-scalar retrains the bundled scalar demo models (vib-iso, press-fit) from
 # synthetic line data (Debian's python3-torch and python3-numpy; under a minute).

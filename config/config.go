@@ -32,6 +32,7 @@ import (
 
 	"github.com/edgedrun/edged/drivers"
 	"github.com/edgedrun/edged/hwprofiles"
+	"github.com/edgedrun/edged/window"
 )
 
 // demoYAML is the documented demo config; `edged run` without -c runs it.
@@ -257,7 +258,7 @@ type Source struct {
 	Backpressure string `yaml:"backpressure"`
 	// Window, when set, assembles the driver's samples into windows before
 	// inference: vibration and other fast signals.
-	Window *Window `yaml:"window"`
+	Window *window.Config `yaml:"window"`
 	// Driver is the driver's own config, decoded from the block keyed by Type: a
 	// pointer made by the type's Factory.NewConfig.
 	Driver any `yaml:"-"`
@@ -289,6 +290,19 @@ type Inspection struct {
 	OnNG     []WriteAction `yaml:"on_ng"`
 	OnOK     []WriteAction `yaml:"on_ok"`
 	OnDivert []WriteAction `yaml:"on_divert"`
+	// Alert, when set, raises and clears an alert from the inspection's scores.
+	Alert *Alert `yaml:"alert"`
+}
+
+// Alert raises an alert on edged/v1/{site}/{line}/{node}/alert/{kind} when an
+// inspection's anomaly score (a score model's score, a softmax model's defect
+// probability) stays at or above Enter for MinDuration, and clears it when the score
+// stays below Leave as long.
+type Alert struct {
+	Kind        string   `yaml:"kind"`
+	Enter       float64  `yaml:"enter"`
+	Leave       float64  `yaml:"leave"`
+	MinDuration Duration `yaml:"min_duration"`
 }
 
 // Default values that no profile sets; the demo config spells each out.

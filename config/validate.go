@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edgedrun/edged/alert"
 	"github.com/edgedrun/edged/drivers"
 	"github.com/edgedrun/edged/hwprofiles"
 )
@@ -305,6 +306,14 @@ func (v *validation) inspections(ins []Inspection, sources []Source) {
 		v.writeActions(path+".on_ng", in.OnNG, sources)
 		v.writeActions(path+".on_ok", in.OnOK, sources)
 		v.writeActions(path+".on_divert", in.OnDivert, sources)
+		if a := in.Alert; a != nil {
+			v.name(path+".alert.kind", a.Kind)
+			if err := (alert.Hysteresis{Enter: a.Enter, Leave: a.Leave, MinDuration: a.MinDuration.Std()}).Validate(); err != nil {
+				for _, e := range splitErrors(err) {
+					v.fail("%s.alert.%v", path, e)
+				}
+			}
+		}
 	}
 }
 

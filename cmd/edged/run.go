@@ -25,6 +25,7 @@ import (
 	"github.com/edgedrun/edged/dpi"
 	"github.com/edgedrun/edged/drivers"
 	_ "github.com/edgedrun/edged/drivers/all" // every built-in driver type
+	"github.com/edgedrun/edged/health"
 	"github.com/edgedrun/edged/hwprofiles"
 	"github.com/edgedrun/edged/inference"
 	"github.com/edgedrun/edged/models"
@@ -146,6 +147,8 @@ type daemon struct {
 	// proxies are the Modbus traffic guards; alerts takes their alerts to the broker.
 	proxies []*dpi.Proxy
 	alerts  *alertQueue
+	// scores raises and clears the inspections' alerts; nil when none has one.
+	scores  *health.Sink
 	http    *api.Server
 	started time.Time
 }
@@ -223,7 +226,12 @@ func newDaemon(cfg *config.Config, prof *hwprofiles.Profile, reasons []string, l
 		if err != nil {
 			return nil, fmt.Errorf("sources[%d] %q: %w", i, s.Name, err)
 		}
-		sources = append(sources, pipeline.Source{Spec: spec, Driver: drv, Backpressure: s.Backpressure})
+		src := pipeline.Source{Spec: spec, Driver: drv, Backpressure: s.Backpressure}
+		if s.Window != nil {
+			wc := *s.Window
+			src.Window = &wc
+		}
+		sources = append(sources, src)
 		d.drivers[s.Name] = drv
 	}
 	brokerURL := cfg.MQTT.Broker
@@ -292,6 +300,12 @@ func newDaemon(cfg *config.Config, prof *hwprofiles.Profile, reasons []string, l
 	}
 	if d.writeback != nil {
 		next = d.writeback
+	}
+	if d.scores, err = newAlertSink(cfg, d.pub, next, d.reg, log); err != nil {
+		return nil, err
+	}
+	if d.scores != nil {
+		next = d.scores
 	}
 	d.verdicts.SetNext(next)
 	d.pipe, err = pipeline.New(pipeline.Config{
@@ -429,15 +443,19 @@ func (d *daemon) run(ctx context.Context) error {
 	})
 	wbCtx, stopWB := context.WithCancel(bg)
 	defer stopWB()
-	wbDone := make(chan struct{})
-	wg.Go(func() {
-		defer close(wbDone)
-		if d.writeback != nil {
+	// Write-back and the score alerts sit between the pipeline and the publisher;
+	// they stop once the pipeline has drained.
+	var sinks sync.WaitGroup
+	if d.writeback != nil {
+		sinks.Go(func() {
 			if err := d.writeback.Run(wbCtx); err != nil {
 				errc <- fmt.Errorf("write-back: %w", err)
 			}
-		}
-	})
+		})
+	}
+	if d.scores != nil {
+		sinks.Go(func() { _ = d.scores.Run(wbCtx) })
+	}
 	alertCtx, stopAlerts := context.WithCancel(bg)
 	defer stopAlerts()
 	alertsDone := make(chan struct{})
@@ -500,7 +518,7 @@ func (d *daemon) run(ctx context.Context) error {
 		return errors.New("shutdown: the pipeline did not stop within shutdown_timeout")
 	}
 	stopWB()
-	<-wbDone
+	sinks.Wait()
 	stopDPI()
 	dpiWG.Wait()
 	stopAlerts()

@@ -3,6 +3,8 @@ package main
 import (
 	"runtime/debug"
 	"time"
+
+	"github.com/edgedrun/edged/health"
 )
 
 // statusDoc is served at /v1/status.
@@ -32,6 +34,9 @@ type sourceDoc struct {
 	// limit, 0 while the source runs at its own pace.
 	RateHz      float64 `json:"rate_hz"`
 	RateLimitHz float64 `json:"rate_limit_hz"`
+	// Health is the machine's standing by its anomaly scores, for sources an
+	// inspection with an alert reads.
+	Health *health.Status `json:"health,omitempty"`
 }
 
 type nodeDoc struct {
@@ -90,6 +95,10 @@ func (d *daemon) status() any {
 	for _, m := range d.models {
 		doc.Models = append(doc.Models, modelDoc{m.Manifest.Name, m.Manifest.Version, m.Manifest.SHA256})
 	}
+	var health map[string]health.Status
+	if d.scores != nil {
+		health = d.scores.Machines()
+	}
 	for _, s := range running.Sources {
 		c, ok := d.pipe.Counts(s.Name)
 		if !ok {
@@ -97,7 +106,11 @@ func (d *daemon) status() any {
 		}
 		limit, arrival, _ := d.pipe.RateLimit(s.Name)
 		up, fault, _ := d.pipe.Health(s.Name)
-		doc.Sources[s.Name] = sourceDoc{sourceCounts: sourceCounts(c), Type: s.Type, Up: up, LastFault: fault, Backpressure: s.Backpressure, RateHz: arrival, RateLimitHz: limit}
+		sd := sourceDoc{sourceCounts: sourceCounts(c), Type: s.Type, Up: up, LastFault: fault, Backpressure: s.Backpressure, RateHz: arrival, RateLimitHz: limit}
+		if h, ok := health[s.Name]; ok {
+			sd.Health = &h
+		}
+		doc.Sources[s.Name] = sd
 	}
 	doc.Breakers["mqtt"] = d.pub.BreakerState().String()
 	for name, st := range d.pipe.BreakerStates() {

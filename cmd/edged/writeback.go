@@ -1,13 +1,17 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/edgedrun/edged/alert"
 	"github.com/edgedrun/edged/config"
 	"github.com/edgedrun/edged/drivers"
+	"github.com/edgedrun/edged/health"
+	"github.com/edgedrun/edged/publish"
 	"github.com/edgedrun/edged/writeback"
 )
 
@@ -44,4 +48,27 @@ func actions(as []config.WriteAction) []writeback.Action {
 		out[i] = writeback.Action{Writer: a.Writer, Target: a.Target, Value: a.Value.V}
 	}
 	return out
+}
+
+// newAlertSink builds the sink that raises and clears the inspections' alerts, or nil
+// when no inspection has one.
+func newAlertSink(cfg *config.Config, pub *publish.Publisher, next health.Next, reg prometheus.Registerer, log *slog.Logger) (*health.Sink, error) {
+	rules := map[string]health.Rule{}
+	for _, in := range cfg.Inspections {
+		if a := in.Alert; a != nil {
+			rules[in.Name] = health.Rule{Kind: a.Kind, Hysteresis: alert.Hysteresis{Enter: a.Enter, Leave: a.Leave, MinDuration: a.MinDuration.Std()}}
+		}
+	}
+	if len(rules) == 0 {
+		return nil, nil
+	}
+	return health.NewSink(health.Config{
+		Rules: rules,
+		Publish: func(ctx context.Context, kind string, m health.Message) error {
+			return pub.PublishAlert(ctx, kind, m)
+		},
+		Next:       next,
+		Registerer: reg,
+		Log:        log.With("component", "alert"),
+	})
 }

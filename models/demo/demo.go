@@ -1,9 +1,11 @@
 // Package demo provides the bundled demo models, so that edged inspects out of the box
 // with no model repository set up: el-defect, an EL solar-cell defect classifier
 // trained on the line simulator's images (drivers/sim; train.py and README.md say how
-// it was made), and two models of named scalar values trained on synthetic line data,
+// it was made), two models of named scalar values trained on synthetic line data,
 // vib-iso (machine vibration) and press-fit (a press-fit station's force and depth;
-// scalar/train_scalar.py and scalar/README.md say how they were made).
+// scalar/train_scalar.py and scalar/README.md say how they were made), and
+// vib-anomaly, an anomaly score of vibration window features trained on the vibration
+// simulator's healthy runs (vib-anomaly/README.md says how it was made).
 package demo
 
 import (
@@ -24,8 +26,9 @@ const (
 
 // Names of the bundled scalar models, as their manifests state them (version 1.0.0).
 const (
-	VibISO   = "vib-iso"
-	PressFit = "press-fit"
+	VibISO     = "vib-iso"
+	PressFit   = "press-fit"
+	VibAnomaly = "vib-anomaly"
 )
 
 var (
@@ -43,13 +46,19 @@ var (
 	pressFitONNX []byte
 	//go:embed press-fit/1.0.0/manifest.json
 	pressFitManifest []byte
+
+	//go:embed vib-anomaly/1.0.0/model.onnx
+	vibAnomalyONNX []byte
+	//go:embed vib-anomaly/1.0.0/manifest.json
+	vibAnomalyManifest []byte
 )
 
 // bundle holds every bundled model by name.
 var bundle = map[string]struct{ onnx, manifest []byte }{
-	Name:     {modelONNX, manifestJSON},
-	VibISO:   {vibISOONNX, vibISOManifest},
-	PressFit: {pressFitONNX, pressFitManifest},
+	Name:       {modelONNX, manifestJSON},
+	VibISO:     {vibISOONNX, vibISOManifest},
+	PressFit:   {pressFitONNX, pressFitManifest},
+	VibAnomaly: {vibAnomalyONNX, vibAnomalyManifest},
 }
 
 // Model returns the ONNX file and manifest of el-defect. The slices are shared: callers

@@ -35,7 +35,7 @@ func TestEmbeddedModel(t *testing.T) {
 // TestBundledModels checks every bundled model the way an empty repository installs
 // it: by name, verified against its manifest, and as a private copy.
 func TestBundledModels(t *testing.T) {
-	want := []string{Name, PressFit, VibISO}
+	want := []string{Name, PressFit, VibAnomaly, VibISO}
 	if got := Names(); !slices.Equal(got, want) {
 		t.Fatalf("bundled models %v, want %v", got, want)
 	}

@@ -1,4 +1,4 @@
-package alert
+package health
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 
+	"github.com/edgedrun/edged/alert"
 	"github.com/edgedrun/edged/publish"
 )
 
@@ -32,7 +33,7 @@ func TestSinkRaisesAndClears(t *testing.T) {
 	next := &passed{}
 	reg := prometheus.NewRegistry()
 	s, err := NewSink(Config{
-		Rules: map[string]Rule{"spindle-health": {Kind: "vibration", Hysteresis: Hysteresis{Enter: 1, Leave: 0.8, MinDuration: 2 * time.Second}}},
+		Rules: map[string]Rule{"spindle-health": {Kind: "vibration", Hysteresis: alert.Hysteresis{Enter: 1, Leave: 0.8, MinDuration: 2 * time.Second}}},
 		Publish: func(_ context.Context, kind string, m Message) error {
 			if kind != "vibration" {
 				t.Errorf("kind %q", kind)
@@ -93,18 +94,18 @@ func TestSinkRaisesAndClears(t *testing.T) {
 	if v := testutil.ToFloat64(s.score.WithLabelValues("spindle")); v != 0.3 {
 		t.Errorf("anomaly score %v, want the last, 0.3", v)
 	}
-	h := s.Health()["spindle"]
+	h := s.Machines()["spindle"]
 	if h.Alert || h.Score != 0.3 || !(h.Index > 0 && h.Index < 1) {
 		t.Errorf("health %+v: want no alert, the last score, an index between 0 and 1 after the fault", h)
 	}
-	if _, ok := s.Health()["cam"]; ok {
+	if _, ok := s.Machines()["cam"]; ok {
 		t.Error("a source without a rule has a health entry")
 	}
 }
 
 func TestSinkHealthIndex(t *testing.T) {
 	s, err := NewSink(Config{
-		Rules:   map[string]Rule{"i": {Kind: "vibration", Hysteresis: Hysteresis{Enter: 2, Leave: 1}}},
+		Rules:   map[string]Rule{"i": {Kind: "vibration", Hysteresis: alert.Hysteresis{Enter: 2, Leave: 1}}},
 		Publish: func(context.Context, string, Message) error { return nil },
 		Next:    &passed{},
 	})
@@ -117,13 +118,13 @@ func TestSinkHealthIndex(t *testing.T) {
 		return &publish.Result{Inspection: "i", Source: "m", Verdict: "OK", Score: score, Scores: map[string]float64{"anomaly": score}, CapturedAt: t0}
 	}
 	_ = s.Publish(context.Background(), r(0.2))
-	if h := s.Health()["m"]; h.Index < 0.89 || h.Index > 0.91 {
+	if h := s.Machines()["m"]; h.Index < 0.89 || h.Index > 0.91 {
 		t.Errorf("index %v after a score of 0.2 at enter 2, want 0.9", h.Index)
 	}
 	prev := 1.0
 	for range 30 {
 		_ = s.Publish(context.Background(), r(1.9))
-		h := s.Health()["m"]
+		h := s.Machines()["m"]
 		if h.Index > prev {
 			t.Fatalf("index rose from %v to %v under rising scores", prev, h.Index)
 		}
@@ -132,7 +133,7 @@ func TestSinkHealthIndex(t *testing.T) {
 	if prev > 0.15 {
 		t.Errorf("index %v after 30 windows just under the alert level, want near 0", prev)
 	}
-	if _, err := NewSink(Config{Rules: map[string]Rule{"i": {Hysteresis: Hysteresis{Enter: 1, Leave: 2}}}, Publish: func(context.Context, string, Message) error { return nil }, Next: &passed{}}); err == nil {
+	if _, err := NewSink(Config{Rules: map[string]Rule{"i": {Hysteresis: alert.Hysteresis{Enter: 1, Leave: 2}}}, Publish: func(context.Context, string, Message) error { return nil }, Next: &passed{}}); err == nil {
 		t.Error("a rule with leave above enter and no kind was accepted")
 	}
 }

@@ -1,4 +1,7 @@
-package alert
+// Package health follows each machine's anomaly scores: it raises and clears the
+// inspections' alerts through hysteresis (package alert), publishes each change, and
+// keeps every watched source's last score and health index.
+package health
 
 import (
 	"context"
@@ -11,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/edgedrun/edged/alert"
 	"github.com/edgedrun/edged/publish"
 )
 
@@ -24,7 +28,7 @@ type Next interface {
 type Rule struct {
 	// Kind is the alert topic's last level: edged/v1/.../alert/{kind}.
 	Kind string
-	Hysteresis
+	alert.Hysteresis
 }
 
 // Message is an alert as published: the fields of the event on the alert topic.
@@ -75,8 +79,8 @@ type Sink struct {
 	queue chan queued
 
 	mu     sync.Mutex
-	states map[string]*State  // by inspection
-	health map[string]*Health // by source
+	states map[string]*alert.State // by inspection
+	health map[string]*Status      // by source
 
 	score, index *prometheus.GaugeVec
 	active       *prometheus.GaugeVec
@@ -89,8 +93,8 @@ type queued struct {
 	m    Message
 }
 
-// Health is a source's standing as its scores say.
-type Health struct {
+// Status is a source's standing as its scores say.
+type Status struct {
 	// Score is the last anomaly score.
 	Score float64 `json:"score"`
 	// Index runs from 1 (scores far below the alert's enter level) to 0 (at or above
@@ -129,7 +133,7 @@ func NewSink(cfg Config) (*Sink, error) {
 	}
 	s := &Sink{
 		cfg: cfg, log: cfg.Log, queue: make(chan queued, cfg.Queue),
-		states: map[string]*State{}, health: map[string]*Health{},
+		states: map[string]*alert.State{}, health: map[string]*Status{},
 		score: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "edged_anomaly_score", Help: "The last anomaly score of each source with an alert rule.",
 		}, []string{"source"}),
@@ -203,12 +207,12 @@ func (s *Sink) observe(rule Rule, r *publish.Result) {
 	s.mu.Lock()
 	st, ok := s.states[r.Inspection]
 	if !ok {
-		st = &State{}
+		st = &alert.State{}
 		s.states[r.Inspection] = st
 	}
 	h, ok := s.health[r.Source]
 	if !ok {
-		h = &Health{Index: 1, enter: rule.Enter}
+		h = &Status{Index: 1, enter: rule.Enter}
 		s.health[r.Source] = h
 	}
 	if !math.IsNaN(score) {
@@ -250,11 +254,11 @@ func (s *Sink) observe(rule Rule, r *publish.Result) {
 	}
 }
 
-// Health returns each watched source's health, by source name.
-func (s *Sink) Health() map[string]Health {
+// Machines returns each watched source's health, by source name.
+func (s *Sink) Machines() map[string]Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make(map[string]Health, len(s.health))
+	out := make(map[string]Status, len(s.health))
 	for name, h := range s.health {
 		out[name] = *h
 	}
