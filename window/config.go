@@ -54,6 +54,15 @@ type Config struct {
 	Features []string `yaml:"features"`
 	// Bands are Hz [lo, hi) ranges for "band": the RMS of the spectrum in each band.
 	Bands [][2]float64 `yaml:"bands"`
+	// Counter, when set, names a value holding the device's own sample counter, an
+	// integer that wraps at CounterWrap (default 65536): samples are then sequenced
+	// and timed by it (time = the run's first sample + count/RateHz) rather than by
+	// the reading's sequence and capture time, and a sample read again (a poll faster
+	// than the device samples) is dropped. For samples read over a polled protocol
+	// (Modbus), where a poll's time is not the sample's.
+	Counter string `yaml:"counter"`
+	// CounterWrap is where Counter wraps to 0; 0 means 65536 (a 16-bit register).
+	CounterWrap uint64 `yaml:"counter_wrap"`
 }
 
 // Validate returns every fault joined, each naming its field and the bad value, e.g.
@@ -64,6 +73,12 @@ func (c Config) Validate() error {
 
 	if len(c.Channels) == 0 {
 		fail("channels: empty; name at least one scalar")
+	}
+	if c.Counter != "" && slices.Contains(c.Channels, c.Counter) {
+		fail("counter: %q is also a channel", c.Counter)
+	}
+	if c.CounterWrap == 1 {
+		fail("counter_wrap: 1 leaves no counts")
 	}
 	for i, ch := range c.Channels {
 		switch {

@@ -84,6 +84,14 @@ type Windower struct {
 	prevVals []float64
 	cur      []float64
 
+	// With Config.Counter: the device counter's last raw value, the count it has
+	// reached unwrapped, and the time of count 0 of the current run.
+	hasCount  bool
+	lastRaw   uint64
+	count64   uint64
+	countBase time.Time
+	repeats   uint64
+
 	ready  bool // Add has just completed a window
 	win    Window
 	resets [len(reasons)]uint64
@@ -178,6 +186,12 @@ func New(c Config) (*Windower, error) {
 // samples later.
 func (w *Windower) Add(t time.Time, seq uint64, values map[string]float64) bool {
 	w.ready = false
+	if w.c.Counter != "" {
+		var ok bool
+		if t, seq, ok = w.byCounter(t, values); !ok {
+			return false
+		}
+	}
 	for i, name := range w.c.Channels {
 		v, ok := values[name]
 		if !ok || math.IsNaN(v) || math.IsInf(v, 0) {
@@ -218,6 +232,49 @@ func (w *Windower) Add(t time.Time, seq uint64, values map[string]float64) bool 
 	w.win = Window{Start: w.times[w.pos], End: t, Seq: seq, Filled: w.filledIn}
 	return true
 }
+
+// byCounter sequences and times a sample by the device's counter: a repeated count is
+// a sample already taken (ok false); a count that went back by less than half the wrap
+// is a restarted device, which the sequence rule then restarts the run on.
+func (w *Windower) byCounter(t time.Time, values map[string]float64) (time.Time, uint64, bool) {
+	v, ok := values[w.c.Counter]
+	if !ok || math.IsNaN(v) || v < 0 {
+		return t, 0, true // the channel check below restarts on the missing value
+	}
+	wrap := w.c.CounterWrap
+	if wrap == 0 {
+		wrap = 1 << 16
+	}
+	raw := uint64(v) % wrap
+	if !w.hasCount {
+		w.hasCount, w.lastRaw, w.count64 = true, raw, raw
+		w.countBase = t.Add(-w.period(raw))
+		return t, w.count64, true
+	}
+	step := (raw + wrap - w.lastRaw) % wrap
+	switch {
+	case step == 0:
+		w.repeats++
+		return t, 0, false
+	case step > wrap/2:
+		// Back by less than half the wrap: the device restarted its count. A new
+		// run, timed from now.
+		w.lastRaw = raw
+		w.count64 = 0
+		w.countBase = t
+		return t, w.count64, true
+	}
+	w.lastRaw = raw
+	w.count64 += step
+	return w.countBase.Add(w.period(w.count64)), w.count64, true
+}
+
+func (w *Windower) period(n uint64) time.Duration {
+	return time.Duration(float64(n) / w.c.RateHz * float64(time.Second))
+}
+
+// Repeats counts the samples dropped because the device's counter had not moved.
+func (w *Windower) Repeats() uint64 { return w.repeats }
 
 // restart drops the run so far. The rings keep their bytes, but count says none of them
 // belong to the new run, so no window can hold them.

@@ -618,3 +618,61 @@ func BenchmarkFeatures(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "windows/s")
 }
+
+// TestCounter: samples polled over a protocol come twice or are missed, at times that
+// jitter; sequenced and timed by the device's counter, they make the same windows as
+// the device's own stream, across the counter's wrap.
+func TestCounter(t *testing.T) {
+	c := Config{Channels: []string{"a"}, Length: 16, Hop: 16, RateHz: 100, MaxGap: 1, Features: []string{"mean"}, Counter: "n"}
+	w, err := New(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Unix(1700000000, 0)
+	var windows []Window
+	poll := uint64(0)
+	// Device samples 0..99 with the counter starting near the wrap; each is polled
+	// twice, at jittered times, except one in sixteen, which both polls miss.
+	missed := 0
+	for i := range 100 {
+		count := (65530 + i) % 65536
+		polls := 2
+		if i%16 == 7 {
+			polls = 0 // missed entirely: a gap of one, filled
+			missed++
+		}
+		for range polls {
+			poll++
+			jitter := time.Duration(poll%3) * 2 * time.Millisecond
+			at := t0.Add(time.Duration(i)*10*time.Millisecond + jitter)
+			if w.Add(at, poll, map[string]float64{"a": float64(i), "n": float64(count)}) {
+				windows = append(windows, w.Window())
+			}
+		}
+	}
+	if n := w.Resets(); n["gap"]+n["restart"]+n["clock"]+n["missing_channel"] != 0 {
+		t.Errorf("resets %v, want none: jitter and repeats are the poll's, not the device's", n)
+	}
+	if want := uint64(100 - missed); w.Repeats() != want {
+		t.Errorf("repeats %d, want %d (every sample read twice but the missed ones)", w.Repeats(), want)
+	}
+	if len(windows) != 6 {
+		t.Fatalf("%d windows, want 6 of 16 samples from 100", len(windows))
+	}
+	for k, win := range windows {
+		// Window k ends at sample 16k+15, timed by the counter from the first poll
+		// (2 ms late), not by each poll's own jitter.
+		want := t0.Add(2*time.Millisecond + time.Duration(16*k+15)*10*time.Millisecond)
+		if d := win.End.Sub(want); d < -time.Microsecond || d > time.Microsecond {
+			t.Errorf("window %d ends at %v, want %v", k, win.End.Sub(t0), want.Sub(t0))
+		}
+	}
+	// A device that restarts its count starts a new run.
+	w.Add(t0.Add(2*time.Second), poll+1, map[string]float64{"a": 1, "n": 3})
+	if w.Resets()["restart"] != 1 {
+		t.Errorf("resets %v after the counter went back, want one restart", w.Resets())
+	}
+	if err := (Config{Channels: []string{"a"}, Length: 16, Hop: 16, RateHz: 100, Features: []string{"mean"}, Counter: "a"}).Validate(); err == nil {
+		t.Error("a counter that is also a channel was accepted")
+	}
+}
