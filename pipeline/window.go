@@ -2,8 +2,11 @@ package pipeline
 
 import (
 	"context"
+	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/edgedrun/edged/drivers"
 	"github.com/edgedrun/edged/window"
@@ -17,8 +20,15 @@ import (
 type windowing struct {
 	mu    sync.Mutex
 	w     *window.Windower
+	c     window.Config
 	hop   float64
 	names int // features per window, to size each frame's map once
+	// For block readings: each sample's values, and the block's value names by
+	// channel and index, made once.
+	one       map[string]float64
+	blockKeys [][]string
+	// pending holds the frames of windows completed by one reading, reused.
+	pending []*drivers.Reading
 	// samples counts the samples taken; resets are kept by the windower.
 	samples atomic.Uint64
 }
@@ -28,7 +38,56 @@ func newWindowing(c window.Config) (*windowing, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &windowing{w: w, hop: float64(c.Hop), names: len(window.FeatureNames(c))}, nil
+	wg := &windowing{w: w, c: c, hop: float64(c.Hop), names: len(window.FeatureNames(c))}
+	if c.Block > 0 {
+		wg.one = make(map[string]float64, len(c.Channels)+1)
+		for _, ch := range c.Channels {
+			keys := make([]string, c.Block)
+			for i := range keys {
+				keys[i] = fmt.Sprintf("%s.%d", ch, i)
+			}
+			wg.blockKeys = append(wg.blockKeys, keys)
+		}
+	}
+	return wg, nil
+}
+
+// frame makes the frame of the window just completed.
+func (wg *windowing) frame(truth string) {
+	out := drivers.AcquireReading()
+	if out.Scalars == nil {
+		out.Scalars = make(map[string]float64, wg.names)
+	}
+	wg.w.Features(out.Scalars)
+	out.CapturedAt = wg.w.Window().End
+	out.Truth = truth
+	wg.pending = append(wg.pending, out)
+}
+
+// addBlock feeds a block reading's samples, oldest first, making a frame for each
+// window they complete.
+func (wg *windowing) addBlock(at time.Time, seq uint64, values map[string]float64, truth string) {
+	newest, ok := values[wg.c.Counter]
+	if !ok {
+		wg.w.Add(at, seq, values) // counted as a missing channel
+		return
+	}
+	wrap := float64(wg.c.CounterWrap)
+	if wrap == 0 {
+		wrap = 1 << 16
+	}
+	for i := range wg.c.Block {
+		clear(wg.one)
+		for ch, name := range wg.c.Channels {
+			if v, ok := values[wg.blockKeys[ch][i]]; ok {
+				wg.one[name] = v
+			}
+		}
+		wg.one[wg.c.Counter] = math.Mod(newest-float64(wg.c.Block-1-i)+wrap, wrap)
+		if wg.w.Add(at, seq, wg.one) {
+			wg.frame(truth)
+		}
+	}
 }
 
 // resets returns the windower's restarts by reason.
@@ -54,24 +113,26 @@ func (e *windowEmitter) Emit(ctx context.Context, r *drivers.Reading) drivers.Pr
 	if at.IsZero() {
 		at = e.p.now()
 	}
+	// A block may complete more than one window; their frames are emitted in order
+	// once the windower is released.
 	wg.mu.Lock()
-	done := wg.w.Add(at, r.Seq, r.Scalars)
-	var out *drivers.Reading
-	if done {
-		out = drivers.AcquireReading()
-		if out.Scalars == nil {
-			out.Scalars = make(map[string]float64, wg.names)
-		}
-		wg.w.Features(out.Scalars)
-		out.CapturedAt = wg.w.Window().End
-		out.Truth = r.Truth
+	if wg.c.Block > 0 {
+		wg.addBlock(at, r.Seq, r.Scalars, r.Truth)
+	} else if wg.w.Add(at, r.Seq, r.Scalars) {
+		wg.frame(r.Truth)
 	}
+	outs := wg.pending
+	wg.pending = nil
 	wg.mu.Unlock()
 	r.Release()
-	if out == nil {
+	if len(outs) == 0 {
 		return e.samplePressure(e.emitter.Pressure())
 	}
-	return e.samplePressure(e.emitter.Emit(ctx, out))
+	var p drivers.Pressure
+	for _, out := range outs {
+		p = e.emitter.Emit(ctx, out)
+	}
+	return e.samplePressure(p)
 }
 
 // Pressure implements drivers.PressureReader in samples.

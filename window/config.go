@@ -63,6 +63,10 @@ type Config struct {
 	Counter string `yaml:"counter"`
 	// CounterWrap is where Counter wraps to 0; 0 means 65536 (a 16-bit register).
 	CounterWrap uint64 `yaml:"counter_wrap"`
+	// Block, above 0, says each reading holds Block samples per channel, named
+	// "<channel>.0" (oldest) to "<channel>.<Block-1>" (newest), with Counter the
+	// newest's count: the waveform block a transmitter serves, read in one request.
+	Block int `yaml:"block"`
 }
 
 // Validate returns every fault joined, each naming its field and the bad value, e.g.
@@ -79,6 +83,11 @@ func (c Config) Validate() error {
 	}
 	if c.CounterWrap == 1 {
 		fail("counter_wrap: 1 leaves no counts")
+	}
+	if c.Block < 0 || c.Block > 65535 {
+		fail("block: %d is out of range 0..65535", c.Block)
+	} else if c.Block > 0 && c.Counter == "" {
+		fail("block: %d needs counter, the newest sample's count, to place the block's samples", c.Block)
 	}
 	for i, ch := range c.Channels {
 		switch {

@@ -233,9 +233,10 @@ func (w *Windower) Add(t time.Time, seq uint64, values map[string]float64) bool 
 	return true
 }
 
-// byCounter sequences and times a sample by the device's counter: a repeated count is
-// a sample already taken (ok false); a count that went back by less than half the wrap
-// is a restarted device, which the sequence rule then restarts the run on.
+// byCounter sequences and times a sample by the device's counter: a repeated count, or
+// one up to Block behind (a waveform block overlapping the last), is a sample already
+// taken (ok false); a count further back, by less than half the wrap, is a restarted
+// device, which the sequence rule then restarts the run on.
 func (w *Windower) byCounter(t time.Time, values map[string]float64) (time.Time, uint64, bool) {
 	v, ok := values[w.c.Counter]
 	if !ok || math.IsNaN(v) || v < 0 {
@@ -252,8 +253,11 @@ func (w *Windower) byCounter(t time.Time, values map[string]float64) (time.Time,
 		return t, w.count64, true
 	}
 	step := (raw + wrap - w.lastRaw) % wrap
+	behind := (w.lastRaw + wrap - raw) % wrap
 	switch {
-	case step == 0:
+	case step == 0, behind <= uint64(w.c.Block):
+		// Read before: a poll faster than the device, or a block overlapping the
+		// previous one.
 		w.repeats++
 		return t, 0, false
 	case step > wrap/2:

@@ -17,9 +17,10 @@ import (
 
 // TestVibrationDemo runs config/vibration-demo.yaml with the fault brought forward:
 // the simulated motor is healthy for 8 s, then an outer-race defect grows over 6 s.
-// Windows of the samples reach the anomaly model; while healthy no alert is raised,
-// after the fault the vibration alert is raised on MQTT, and /v1/status shows the
-// machine's health fall.
+// Windows of its samples, taken directly and read over Modbus as waveform blocks,
+// reach the anomaly model; while healthy no alert is raised, after the fault the
+// vibration alert is raised on MQTT for both, and /v1/status shows the machine's health
+// fall.
 func TestVibrationDemo(t *testing.T) {
 	raw, err := os.ReadFile("../../config/vibration-demo.yaml")
 	if err != nil {
@@ -29,7 +30,9 @@ func TestVibrationDemo(t *testing.T) {
 	l := &testLine{site: "demo-site", line: "motors", node: "n1", httpAddr: freeAddr(t), modelsDir: filepath.Join(dir, "models")}
 	embedded := freeAddr(t)
 	l.brokerURL = "tcp://" + embedded
+	mb := freeAddr(t)
 	cfg := strings.NewReplacer(
+		"127.0.0.1:5021", mb,
 		"listen: 127.0.0.1:8080", "listen: "+l.httpAddr,
 		"embedded_listen: 127.0.0.1:1883", "embedded_listen: "+embedded,
 		"dir: var/vibration-demo/spool", "dir: "+filepath.Join(dir, "spool"),
@@ -38,7 +41,7 @@ func TestVibrationDemo(t *testing.T) {
 		"fault: {kind: outer_race, onset: 60s, grow: 3m}", "fault: {kind: outer_race, onset: 8s, grow: 6s}",
 		"min_duration: 5s", "min_duration: 2s",
 	).Replace(string(raw))
-	if strings.Contains(cfg, "var/vibration-demo") || strings.Contains(cfg, "onset: 60s") || strings.Contains(cfg, "min_duration: 5s") {
+	if strings.Contains(cfg, "var/vibration-demo") || strings.Contains(cfg, ":5021") || strings.Contains(cfg, "onset: 60s") || strings.Contains(cfg, "min_duration: 5s") {
 		t.Fatalf("the test no longer matches config/vibration-demo.yaml:\n%s", cfg)
 	}
 	l.config = filepath.Join(dir, "vibration-demo.yaml")
@@ -51,7 +54,7 @@ func TestVibrationDemo(t *testing.T) {
 
 	var mu sync.Mutex
 	var alerts []map[string]any
-	var verdicts []string
+	var verdicts, modbusVerdicts []string
 	opts := mqtt.NewClientOptions().AddBroker(l.brokerURL).SetClientID(fmt.Sprintf("vib-sub-%d", time.Now().UnixNano())).SetAutoReconnect(false)
 	c := mqtt.NewClient(opts)
 	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
@@ -71,29 +74,35 @@ func TestVibrationDemo(t *testing.T) {
 			alerts = append(alerts, ev)
 		case strings.HasSuffix(m.Topic(), "/result/motor-1-bearing"):
 			verdicts = append(verdicts, fmt.Sprint(ev["verdict"]))
+		case strings.HasSuffix(m.Topic(), "/result/motor-1-bearing-modbus"):
+			modbusVerdicts = append(modbusVerdicts, fmt.Sprint(ev["verdict"]))
 		}
 	}); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatalf("subscribe: %v", tok.Error())
 	}
 
-	raised := func() map[string]any {
+	raised := func(inspection string) map[string]any {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, a := range alerts {
-			if f, ok := a["fields"].(map[string]any); ok && f["state"] == "raised" {
+			if f, ok := a["fields"].(map[string]any); ok && f["state"] == "raised" && f["inspection"] == inspection {
 				return a
 			}
 		}
 		return nil
 	}
 	deadline := time.Now().Add(40 * time.Second)
-	for raised() == nil && time.Now().Before(deadline) {
+	for (raised("motor-1-bearing") == nil || raised("motor-1-bearing-modbus") == nil) && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}
-	a := raised()
-	if a == nil {
+	// The same motor, judged from its samples directly and read over Modbus.
+	a, am := raised("motor-1-bearing"), raised("motor-1-bearing-modbus")
+	if a == nil || am == nil {
 		mu.Lock()
-		t.Fatalf("no vibration alert raised within 40 s; verdicts so far: %v", verdicts)
+		t.Fatalf("vibration alerts within 40 s: direct %v, over Modbus %v; verdicts so far: %v and %v", a != nil, am != nil, verdicts, modbusVerdicts)
+	}
+	if got := am["received_s"].(float64); got < 8 {
+		t.Errorf("alert over Modbus raised %.1f s after start, before the fault's onset at 8 s", got)
 	}
 	f := a["fields"].(map[string]any)
 	if f["source"] != "motor-1" || f["inspection"] != "motor-1-bearing" {
@@ -105,7 +114,12 @@ func TestVibrationDemo(t *testing.T) {
 	}
 	mu.Lock()
 	nOK, nNG := strings.Count(strings.Join(verdicts, " "), "OK"), strings.Count(strings.Join(verdicts, " "), "NG")
+	mOK, mNG := strings.Count(strings.Join(modbusVerdicts, " "), "OK"), strings.Count(strings.Join(modbusVerdicts, " "), "NG")
 	mu.Unlock()
+	if mOK < 5 || mNG < 1 {
+		t.Errorf("verdicts over Modbus: %d OK, %d NG; want healthy windows judged OK first, then anomalies", mOK, mNG)
+	}
+	t.Logf("over Modbus: alert raised %.1f s after start; %d OK and %d NG windows so far", am["received_s"], mOK, mNG)
 	if nOK < 5 || nNG < 1 {
 		t.Errorf("verdicts: %d OK, %d NG; want healthy windows judged OK first, then anomalies", nOK, nNG)
 	}
@@ -133,6 +147,9 @@ func TestVibrationDemo(t *testing.T) {
 		t.Errorf("status health %+v, want the alert raised and an index below 0.5: %s", h, body)
 	}
 	m := scrape(t, l.httpAddr)
+	if r := m[`edged_window_resets_total{reason="gap",source="motor-1-modbus"}`] + m[`edged_window_resets_total{reason="restart",source="motor-1-modbus"}`]; r != 0 {
+		t.Errorf("the window over Modbus started over %v times: the waveform blocks should join up", r)
+	}
 	if m[`edged_window_samples_total{source="motor-1"}`] < 2048*8 || m[`edged_alert_active{inspection="motor-1-bearing",kind="vibration"}`] != 1 {
 		t.Errorf("samples %v, alert active %v", m[`edged_window_samples_total{source="motor-1"}`], m[`edged_alert_active{inspection="motor-1-bearing",kind="vibration"}`])
 	}

@@ -85,6 +85,34 @@ type Register struct {
 	// ByteOrder and WordOrder override the device's orders for this register.
 	ByteOrder Order `yaml:"byte_order"`
 	WordOrder Order `yaml:"word_order"`
+	// Count, above 1, reads that many consecutive values of the type from Address
+	// on (a waveform block), named "<name>.0" to "<name>.<count-1>".
+	Count int `yaml:"count"`
+}
+
+// maxCount bounds a register's count: a block no request planner could cover is a
+// typo, not a waveform.
+const maxCount = 2000
+
+// expand turns each register with a count into its single values, named by index.
+func expand(regs []Register) []Register {
+	var out []Register
+	for _, r := range regs {
+		if r.Count <= 1 {
+			r.Count = 0
+			out = append(out, r)
+			continue
+		}
+		w := r.width()
+		for i := range r.Count {
+			e := r
+			e.Name = fmt.Sprintf("%s.%d", r.Name, i)
+			e.Address = r.Address + i*w
+			e.Count = 0
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // function is the register's table with the default applied.
@@ -245,10 +273,18 @@ func (r *Register) validate(i int, names map[string]int) []error {
 	case !fn.bits() && r.Type != "" && r.Type.words() == 0:
 		fail("type: %q is not int16, uint16, int32, uint32, float32 or float64", string(r.Type))
 	}
+	if r.Count < 0 || r.Count > maxCount {
+		fail("count: %d is out of range 0..%d", r.Count, maxCount)
+	}
+	n := max(1, r.Count)
 	if r.Address < 0 || r.Address > 65535 {
 		fail("address: %d is out of range 0..65535", r.Address)
-	} else if w := r.width(); w > 0 && r.Address+w-1 > 65535 {
-		fail("address: %d leaves no room for the %d registers of a %s (last address 65535)", r.Address, w, r.typ())
+	} else if w := r.width(); w > 0 && r.Address+n*w-1 > 65535 {
+		if n == 1 {
+			fail("address: %d leaves no room for the %d registers of a %s (last address 65535)", r.Address, w, r.typ())
+		} else {
+			fail("address: %d leaves no room for %d values of %d registers (%s; last address 65535)", r.Address, n, w, r.typ())
+		}
 	}
 	if r.Scale != nil && (math.IsNaN(*r.Scale) || math.IsInf(*r.Scale, 0)) {
 		fail("scale: %v is not a finite number", *r.Scale)

@@ -60,8 +60,9 @@ func New(spec drivers.Spec, cfg *Config) (*Driver, error) {
 	}
 	d := &Driver{spec: spec, cfg: *cfg}
 	d.cfg.Registers = append([]Register(nil), cfg.Registers...)
-	d.points = compile(d.cfg.Registers, d.cfg.ByteOrder, d.cfg.WordOrder)
-	d.plan = Plan(d.cfg.Registers, d.cfg.MaxGap)
+	regs := expand(d.cfg.Registers)
+	d.points = compile(regs, d.cfg.ByteOrder, d.cfg.WordOrder)
+	d.plan = Plan(regs, d.cfg.MaxGap)
 	d.ops = make([]readOp, len(d.plan))
 	for i := range d.plan {
 		o := &d.ops[i]

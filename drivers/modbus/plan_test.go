@@ -104,3 +104,26 @@ func TestPlanCoversEveryRegister(t *testing.T) {
 		}
 	}
 }
+
+// TestCountExpands: a register with a count is a block of values read in as few
+// requests as the planner can, named by index.
+func TestCountExpands(t *testing.T) {
+	regs := expand([]Register{
+		{Name: "n", Address: 200},
+		{Name: "x", Address: 201, Type: Int16, Count: 60},
+		{Name: "f", Address: 300, Type: Float32, Count: 2},
+	})
+	if len(regs) != 63 || regs[1].Name != "x.0" || regs[60].Name != "x.59" || regs[60].Address != 260 {
+		t.Fatalf("expanded to %d registers, %+v ... %+v", len(regs), regs[1], regs[60])
+	}
+	if regs[61].Name != "f.0" || regs[62].Address != 302 {
+		t.Errorf("float32 block: %+v %+v, want two-register strides", regs[61], regs[62])
+	}
+	if p := Plan(regs[:61], 0); len(p) != 1 || p[0].Address != 200 || p[0].Quantity != 61 {
+		t.Errorf("plan %+v, want one request of 61 registers from 200", p)
+	}
+	bad := Register{Name: "w", Address: 65500, Type: Int32, Count: 20}
+	if errs := bad.validate(0, map[string]int{}); len(errs) == 0 {
+		t.Error("a block past address 65535 was accepted")
+	}
+}

@@ -17,6 +17,13 @@ const (
 	// 65536, so a poller sees how many samples passed between two reads.
 	VibCounterRegister = 100
 	vibRegisters       = VibCounterRegister + 1
+	// VibBlockRegister starts the waveform block, as vibration transmitters serve a
+	// waveform over Modbus: the counter of the block's newest sample, then for each
+	// channel VibBlockSamples samples, oldest first (channel c's sample i at
+	// VibBlockRegister+1+c*VibBlockSamples+i). A poll every 20 ms reading the block in
+	// one request sees every sample of a 2048 Hz signal, with time to spare.
+	VibBlockRegister = 200
+	VibBlockSamples  = 60
 )
 
 // Milli converts a value in g to the int16 two's complement mg a register holds,
@@ -55,7 +62,7 @@ const (
 
 // newVibServer serves samples put by a driver whose sample k is due at start + k/rate.
 func newVibServer(addr string, n int, rate float64, lead int64, start time.Time, log *slog.Logger) *vibServer {
-	size := 2*lead + int64(math.Ceil(rate*vibTick.Seconds())) + 2
+	size := 2*lead + int64(math.Ceil(rate*vibTick.Seconds())) + 2 + VibBlockSamples
 	return &vibServer{
 		addr: addr, n: n, rate: rate, size: size, log: log,
 		start: start, regs: make([]uint16, size*int64(n)),
@@ -74,7 +81,10 @@ func (s *vibServer) put(k int64, vals []float64) {
 	s.mu.Unlock()
 }
 
-// table fills dst (vibRegisters long) with the registers at this moment.
+// tableLen is the number of registers the server answers for, holes included.
+func (s *vibServer) tableLen() int { return VibBlockRegister + 1 + s.n*VibBlockSamples }
+
+// table fills dst (tableLen long) with the registers at this moment.
 func (s *vibServer) table(dst []uint16) {
 	clear(dst)
 	s.mu.Lock()
@@ -83,9 +93,20 @@ func (s *vibServer) table(dst []uint16) {
 		return
 	}
 	k := int64(time.Since(s.start).Seconds() * s.rate)
-	k = max(s.gen-s.size, min(s.gen-1, k))
+	k = max(s.gen-s.size+VibBlockSamples, min(s.gen-1, k))
 	copy(dst, s.regs[(k%s.size)*int64(s.n):(k%s.size+1)*int64(s.n)])
 	dst[VibCounterRegister] = uint16(k + 1)
+	dst[VibBlockRegister] = uint16(k + 1)
+	for i := range int64(VibBlockSamples) {
+		j := k - VibBlockSamples + 1 + i
+		if j < 0 {
+			continue
+		}
+		row := s.regs[(j%s.size)*int64(s.n):]
+		for c := range s.n {
+			dst[VibBlockRegister+1+c*VibBlockSamples+int(i)] = row[c]
+		}
+	}
 }
 
 // tryStart listens if the server is not up yet, retrying with capped backoff: the port
@@ -127,20 +148,25 @@ func (s *vibServer) stop() {
 	}
 }
 
-// vibHandler answers reads of holding and input registers 0..100 (the same table in
-// both); everything else is refused, since the simulator has nothing to write to.
+// vibHandler answers reads of holding and input registers 0..100 and the waveform
+// block (the same table in both); everything else is refused, since the simulator has
+// nothing to write to.
 type vibHandler struct{ s *vibServer }
 
 func (h *vibHandler) read(addr, qty uint16, write bool) ([]uint16, error) {
 	if write {
 		return nil, smb.ErrIllegalFunction
 	}
-	if int(addr)+int(qty) > vibRegisters {
+	// Two areas: the latest sample and its counter, and the waveform block.
+	end := int(addr) + int(qty)
+	inSample := end <= vibRegisters
+	inBlock := int(addr) >= VibBlockRegister && end <= h.s.tableLen()
+	if !inSample && !inBlock {
 		return nil, smb.ErrIllegalDataAddress
 	}
-	var t [vibRegisters]uint16
-	h.s.table(t[:])
-	return append([]uint16(nil), t[addr:int(addr)+int(qty)]...), nil
+	t := make([]uint16, h.s.tableLen())
+	h.s.table(t)
+	return t[addr:end], nil
 }
 
 func (h *vibHandler) HandleCoils(*smb.CoilsRequest) ([]bool, error) {
