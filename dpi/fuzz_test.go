@@ -23,6 +23,7 @@ import (
 	smb "github.com/simonvetter/modbus"
 
 	"github.com/edgedrun/edged/dpi"
+	"github.com/edgedrun/edged/internal/testmodbus"
 )
 
 var updateCaptures = flag.Bool("update-captures", false, "rewrite testdata/captures and testdata/fuzz/FuzzParse from live traffic")
@@ -606,18 +607,11 @@ func capStartVServer(t *testing.T) string {
 	return addr
 }
 
-// capStartCServer builds drivers/modbus/testdata/server.c and starts it; it prints
-// "ready" once it accepts connections.
+// capStartCServer starts the libmodbus test server; it prints "ready" once it accepts
+// connections.
 func capStartCServer(t *testing.T) string {
 	t.Helper()
-	src, err := filepath.Abs(filepath.Join("..", "drivers", "modbus", "testdata", "server.c"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(t.TempDir(), "server")
-	if out, err := exec.Command("gcc", "-O2", "-o", bin, src, "-lmodbus").CombinedOutput(); err != nil {
-		t.Fatalf("cannot build the libmodbus test server (run make test-setup: gcc, libmodbus-dev): %v\n%s", err, out)
-	}
+	bin := testmodbus.ServerBinary(t)
 	port := capFreePort(t)
 	cmd := exec.Command(bin, strconv.Itoa(port))
 	cmd.Stderr = os.Stderr

@@ -1,16 +1,13 @@
 package dpi
 
 import (
-	"os"
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/edgedrun/edged/internal/testmodbus"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) {
-		if buildDir != "" {
-			os.RemoveAll(buildDir)
-		}
-	}))
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) { testmodbus.Cleanup() }))
 }

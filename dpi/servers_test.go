@@ -11,9 +11,7 @@ import (
 	"log"
 	"log/slog"
 	"net"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,46 +21,16 @@ import (
 	gmb "github.com/goburrow/modbus"
 	"github.com/prometheus/client_golang/prometheus"
 	smb "github.com/simonvetter/modbus"
+
+	"github.com/edgedrun/edged/internal/testmodbus"
 )
 
-var (
-	buildOnce sync.Once
-	buildDir  string
-	buildBin  string
-	buildErr  error
-)
-
+// installHint says what provides the test's peers: the libmodbus server and mbpoll.
 const installHint = "run make test-setup (Debian: apt-get install -y gcc libmodbus-dev mbpoll)"
 
-// cServerBinary compiles the drivers' libmodbus test server once per test binary: an
+// cServerBinary is the drivers' libmodbus test server, built once per test binary: an
 // implementation of the PLC side independent of the Go ones.
-func cServerBinary(tb testing.TB) string {
-	tb.Helper()
-	buildOnce.Do(func() {
-		src, err := filepath.Abs(filepath.Join("..", "drivers", "modbus", "testdata", "server.c"))
-		if err != nil {
-			buildErr = err
-			return
-		}
-		if _, err := exec.LookPath("gcc"); err != nil {
-			buildErr = fmt.Errorf("gcc not found: %w", err)
-			return
-		}
-		buildDir, buildErr = os.MkdirTemp("", "edged-dpi-server-")
-		if buildErr != nil {
-			return
-		}
-		buildBin = filepath.Join(buildDir, "server")
-		out, err := exec.Command("gcc", "-O2", "-o", buildBin, src, "-lmodbus").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("gcc %s: %w\n%s", src, err, out)
-		}
-	})
-	if buildErr != nil {
-		tb.Fatalf("cannot build the libmodbus test server (%s): %v", installHint, buildErr)
-	}
-	return buildBin
-}
+func cServerBinary(tb testing.TB) string { return testmodbus.ServerBinary(tb) }
 
 // freePort returns a port nothing listens on now, for servers that cannot listen on
 // port 0 and say which port they got.

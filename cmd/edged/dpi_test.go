@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
@@ -15,6 +13,8 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/goburrow/modbus"
+
+	"github.com/edgedrun/edged/internal/testmodbus"
 )
 
 // TestModbusGuard runs edged with a Modbus traffic guard in front of the libmodbus
@@ -22,14 +22,7 @@ import (
 // not allowed (read FIFO queue) is blocked with an illegal-function exception and
 // alerted on MQTT, and a write outside the map passes with an alert.
 func TestModbusGuard(t *testing.T) {
-	if _, err := exec.LookPath("gcc"); err != nil {
-		t.Fatal("gcc is needed to build the libmodbus test server: run make test-setup")
-	}
-	dir := t.TempDir()
-	mbBin := filepath.Join(dir, "modbus-server")
-	if out, err := exec.Command("gcc", "-O2", "-o", mbBin, "../../drivers/modbus/testdata/server.c", "-lmodbus").CombinedOutput(); err != nil {
-		t.Fatalf("build the libmodbus test server (make test-setup installs libmodbus-dev): %v\n%s", err, out)
-	}
+	mbBin := testmodbus.ServerBinary(t)
 	plcPort := freePortNum(t)
 	startLineServer(t, nil, mbBin, strconv.Itoa(plcPort))
 

@@ -23,6 +23,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"go.uber.org/goleak"
 
+	"github.com/edgedrun/edged/internal/testmodbus"
 	"github.com/edgedrun/edged/internal/testmqtt"
 )
 
@@ -43,7 +44,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	code := 0
-	defer func() { os.RemoveAll(dir); os.Exit(code) }()
+	defer func() { os.RemoveAll(dir); testmodbus.Cleanup(); os.Exit(code) }()
 	goleak.VerifyTestMain(exitCapture{m, &code},
 		// paho's store and network goroutines end after Disconnect returns, a moment later.
 		goleak.IgnoreTopFunction("github.com/eclipse/paho.mqtt.golang.(*router).matchAndDispatch.func1"),

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/goburrow/modbus"
+
+	"github.com/edgedrun/edged/internal/testmodbus"
 )
 
 // lineServer is a test server process that prints its lines on stdout.
@@ -98,9 +100,6 @@ func freePortNum(t *testing.T) int {
 // for, on MQTT with its part id, and the verdict is written back to the PLC for that
 // part; the vibration alarm lights the transmitter's coil.
 func TestPLCDemo(t *testing.T) {
-	if _, err := exec.LookPath("gcc"); err != nil {
-		t.Fatal("gcc is needed to build the libmodbus test server: run make test-setup")
-	}
 	nodeServer, err := filepath.Abs("../../drivers/opcua/testdata/nodeserver")
 	if err != nil {
 		t.Fatal(err)
@@ -109,10 +108,7 @@ func TestPLCDemo(t *testing.T) {
 		t.Fatal("node-opcua is not installed: run make test-setup (npm ci in drivers/opcua/testdata/nodeserver)")
 	}
 	dir := t.TempDir()
-	mbBin := filepath.Join(dir, "modbus-server")
-	if out, err := exec.Command("gcc", "-O2", "-o", mbBin, "../../drivers/modbus/testdata/server.c", "-lmodbus").CombinedOutput(); err != nil {
-		t.Fatalf("build the libmodbus test server (make test-setup installs libmodbus-dev): %v\n%s", err, out)
-	}
+	mbBin := testmodbus.ServerBinary(t)
 	// The vibration runs healthy for 4 s, then faulty for 2 s, over and over.
 	mbPort := freePortNum(t)
 	startLineServer(t, nil, mbBin, strconv.Itoa(mbPort), "6")

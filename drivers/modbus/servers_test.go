@@ -11,7 +11,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,53 +22,15 @@ import (
 
 	"github.com/edgedrun/edged/config"
 	"github.com/edgedrun/edged/drivers"
-)
-
-var (
-	buildOnce sync.Once
-	buildDir  string
-	buildBin  string
-	buildErr  error
+	"github.com/edgedrun/edged/internal/testmodbus"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) {
-		if buildDir != "" {
-			os.RemoveAll(buildDir)
-		}
-	}))
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) { testmodbus.Cleanup() }))
 }
 
-const installHint = "install gcc and libmodbus (Debian: apt-get install -y gcc libmodbus-dev)"
-
-// cServerBinary compiles testdata/server.c once per test binary.
-func cServerBinary(tb testing.TB) string {
-	tb.Helper()
-	buildOnce.Do(func() {
-		src, err := filepath.Abs(filepath.Join("testdata", "server.c"))
-		if err != nil {
-			buildErr = err
-			return
-		}
-		if _, err := exec.LookPath("gcc"); err != nil {
-			buildErr = fmt.Errorf("gcc not found: %w", err)
-			return
-		}
-		buildDir, buildErr = os.MkdirTemp("", "edged-modbus-server-")
-		if buildErr != nil {
-			return
-		}
-		buildBin = filepath.Join(buildDir, "server")
-		out, err := exec.Command("gcc", "-O2", "-o", buildBin, src, "-lmodbus").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("gcc %s: %w\n%s", src, err, out)
-		}
-	})
-	if buildErr != nil {
-		tb.Fatalf("cannot build the libmodbus test server (%s): %v", installHint, buildErr)
-	}
-	return buildBin
-}
+// cServerBinary is the libmodbus server, built once per test binary.
+func cServerBinary(tb testing.TB) string { return testmodbus.ServerBinary(tb) }
 
 // freePort returns a port nothing listens on now, for servers that cannot listen on
 // port 0 and say which port they got.
