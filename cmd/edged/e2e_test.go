@@ -43,21 +43,13 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "build edged:", err)
 		os.Exit(1)
 	}
-	code := 0
-	defer func() { os.RemoveAll(dir); testmodbus.Cleanup(); os.Exit(code) }()
-	goleak.VerifyTestMain(exitCapture{m, &code},
+	// VerifyTestMain exits the process itself, so the clean-up goes through it.
+	goleak.VerifyTestMain(m,
+		goleak.Cleanup(func(int) { os.RemoveAll(dir); testmodbus.Cleanup() }),
 		// paho's store and network goroutines end after Disconnect returns, a moment later.
 		goleak.IgnoreTopFunction("github.com/eclipse/paho.mqtt.golang.(*router).matchAndDispatch.func1"),
 	)
 }
-
-// exitCapture lets TestMain clean up after goleak decides the exit code.
-type exitCapture struct {
-	m    *testing.M
-	code *int
-}
-
-func (e exitCapture) Run() int { *e.code = e.m.Run(); return *e.code }
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
