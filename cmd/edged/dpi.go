@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net/netip"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -106,15 +105,6 @@ func dpiConfig(m config.ModbusDPI) (dpi.Config, error) {
 		return c, err
 	}
 	for _, cl := range m.Clients {
-		for _, a := range cl.Addresses {
-			// Checked by the config already; parsed again here so a bad one cannot
-			// slip through as a policy that names nobody.
-			if _, err := netip.ParsePrefix(a); err != nil {
-				if _, err := netip.ParseAddr(a); err != nil {
-					return c, fmt.Errorf("client address %q: %w", a, err)
-				}
-			}
-		}
 		w, err := dpiRanges(cl.Writes)
 		if err != nil {
 			return c, err
