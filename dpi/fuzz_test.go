@@ -526,61 +526,6 @@ func capMbpoll(t *testing.T, bin, addr string) {
 	}
 }
 
-// capHandler is a simonvetter register map of 1024 items per table.
-type capHandler struct {
-	mu      sync.Mutex
-	coils   [1024]bool
-	holding [1024]uint16
-}
-
-func (h *capHandler) HandleCoils(req *smb.CoilsRequest) ([]bool, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if int(req.Addr)+int(req.Quantity) > len(h.coils) {
-		return nil, smb.ErrIllegalDataAddress
-	}
-	if req.IsWrite {
-		copy(h.coils[req.Addr:], req.Args)
-		return nil, nil
-	}
-	return append([]bool(nil), h.coils[req.Addr:int(req.Addr)+int(req.Quantity)]...), nil
-}
-
-func (h *capHandler) HandleDiscreteInputs(req *smb.DiscreteInputsRequest) ([]bool, error) {
-	if int(req.Addr)+int(req.Quantity) > 1024 {
-		return nil, smb.ErrIllegalDataAddress
-	}
-	res := make([]bool, req.Quantity)
-	for i := range res {
-		res[i] = (int(req.Addr)+i)%2 == 0
-	}
-	return res, nil
-}
-
-func (h *capHandler) HandleHoldingRegisters(req *smb.HoldingRegistersRequest) ([]uint16, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if int(req.Addr)+int(req.Quantity) > len(h.holding) {
-		return nil, smb.ErrIllegalDataAddress
-	}
-	if req.IsWrite {
-		copy(h.holding[req.Addr:], req.Args)
-		return nil, nil
-	}
-	return append([]uint16(nil), h.holding[req.Addr:int(req.Addr)+int(req.Quantity)]...), nil
-}
-
-func (h *capHandler) HandleInputRegisters(req *smb.InputRegistersRequest) ([]uint16, error) {
-	if int(req.Addr)+int(req.Quantity) > 1024 {
-		return nil, smb.ErrIllegalDataAddress
-	}
-	res := make([]uint16, req.Quantity)
-	for i := range res {
-		res[i] = uint16(int(req.Addr) + i)
-	}
-	return res, nil
-}
-
 // capFreePort returns a port nothing listens on now, for servers that cannot listen on
 // port 0 and say which port they got.
 func capFreePort(t *testing.T) int {
@@ -596,7 +541,7 @@ func capFreePort(t *testing.T) int {
 func capStartVServer(t *testing.T) string {
 	t.Helper()
 	addr := "127.0.0.1:" + strconv.Itoa(capFreePort(t))
-	s, err := smb.NewServer(&smb.ServerConfiguration{URL: "tcp://" + addr, Logger: log.New(io.Discard, "", 0)}, &capHandler{})
+	s, err := smb.NewServer(&smb.ServerConfiguration{URL: "tcp://" + addr, Logger: log.New(io.Discard, "", 0)}, &testmodbus.Memory{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -79,68 +79,13 @@ func startCServer(tb testing.TB) string {
 	return ""
 }
 
-// vHandler is the simonvetter server's memory: 1000 items per table.
-type vHandler struct {
-	mu      sync.Mutex
-	coils   [1000]bool
-	holding [1000]uint16
-}
-
-func (h *vHandler) HandleCoils(req *smb.CoilsRequest) ([]bool, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if int(req.Addr)+int(req.Quantity) > len(h.coils) {
-		return nil, smb.ErrIllegalDataAddress
-	}
-	if req.IsWrite {
-		copy(h.coils[req.Addr:], req.Args)
-		return nil, nil
-	}
-	return append([]bool(nil), h.coils[req.Addr:int(req.Addr)+int(req.Quantity)]...), nil
-}
-
-func (h *vHandler) HandleDiscreteInputs(req *smb.DiscreteInputsRequest) ([]bool, error) {
-	if int(req.Addr)+int(req.Quantity) > 1000 {
-		return nil, smb.ErrIllegalDataAddress
-	}
-	out := make([]bool, req.Quantity)
-	for i := range out {
-		out[i] = (int(req.Addr)+i)%2 == 0
-	}
-	return out, nil
-}
-
-func (h *vHandler) HandleHoldingRegisters(req *smb.HoldingRegistersRequest) ([]uint16, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if int(req.Addr)+int(req.Quantity) > len(h.holding) {
-		return nil, smb.ErrIllegalDataAddress
-	}
-	if req.IsWrite {
-		copy(h.holding[req.Addr:], req.Args)
-		return nil, nil
-	}
-	return append([]uint16(nil), h.holding[req.Addr:int(req.Addr)+int(req.Quantity)]...), nil
-}
-
-func (h *vHandler) HandleInputRegisters(req *smb.InputRegistersRequest) ([]uint16, error) {
-	if int(req.Addr)+int(req.Quantity) > 1000 {
-		return nil, smb.ErrIllegalDataAddress
-	}
-	out := make([]uint16, req.Quantity)
-	for i := range out {
-		out[i] = uint16(1000 + int(req.Addr) + i)
-	}
-	return out, nil
-}
-
 // startVServer starts the simonvetter server on a free port (it cannot listen on
 // port 0 and say which port it got).
 func startVServer(tb testing.TB) string {
 	tb.Helper()
 	addr := "127.0.0.1:" + strconv.Itoa(freePort(tb))
 	s, err := smb.NewServer(&smb.ServerConfiguration{URL: "tcp://" + addr, MaxClients: 64,
-		Logger: log.New(io.Discard, "", 0)}, &vHandler{})
+		Logger: log.New(io.Discard, "", 0)}, &testmodbus.Memory{})
 	if err != nil {
 		tb.Fatal(err)
 	}
