@@ -84,31 +84,18 @@ func Start(tb testing.TB, d drivers.Driver, e drivers.Emitter) (stop func()) {
 	return stop
 }
 
-// running is a driver's Run on its own goroutine.
-type running struct {
-	cancel context.CancelFunc
-	done   chan error
-}
-
-func start(t testing.TB, d drivers.Driver, e *Emitter) *running {
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- d.Run(ctx, e) }()
-	return r
-}
-
-// stop cancels Run and wants nil back within limit.
-func (r *running) stop(t testing.TB, limit time.Duration) {
+// begin runs a fresh driver for one subtest, its emitter blocking when block is set.
+// When the subtest ends, Run is stopped (if stop was not called before), the readings
+// are released, and no goroutine the driver started may be left.
+func begin(t *testing.T, h Harness, block bool) (*Emitter, func()) {
 	t.Helper()
-	r.cancel()
-	select {
-	case err := <-r.done:
-		if err != nil {
-			t.Errorf("Run returned %v after its context ended, want nil", err)
-		}
-	case <-time.After(limit):
-		t.Fatalf("Run did not return within %v of its context ending", limit)
-	}
+	leaks := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, leaks) })
+	d := h.New(t)
+	e := NewEmitter()
+	t.Cleanup(e.Close)
+	e.Block(block)
+	return e, Start(t, d, e)
 }
 
 // produce makes the driver emit: triggers for triggered drivers, nothing for the rest.
@@ -129,12 +116,7 @@ func produce(t testing.TB, h Harness, e *Emitter, n int) {
 }
 
 func testEmits(t *testing.T, h Harness) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	d := h.New(t)
-	e := NewEmitter()
-	defer e.Close()
-	r := start(t, d, e)
-	defer r.stop(t, 5*time.Second)
+	e, _ := begin(t, h, false)
 	e.WaitHealth(t, true, h.Wait)
 	produce(t, h, e, 3)
 	rs := e.Readings()
@@ -158,13 +140,9 @@ func testEmits(t *testing.T, h Harness) {
 }
 
 func testCancel(t *testing.T, h Harness) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	d := h.New(t)
-	e := NewEmitter()
-	defer e.Close()
-	r := start(t, d, e)
+	e, stop := begin(t, h, false)
 	e.WaitHealth(t, true, h.Wait)
-	r.stop(t, 5*time.Second)
+	stop()
 	// Once Run has returned, the driver emits nothing more.
 	n := len(e.Readings())
 	if h.Trigger != nil {
@@ -177,27 +155,17 @@ func testCancel(t *testing.T, h Harness) {
 }
 
 func testCancelBlocked(t *testing.T, h Harness) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	d := h.New(t)
-	e := NewEmitter()
-	defer e.Close()
-	e.Block(true)
-	r := start(t, d, e)
+	e, stop := begin(t, h, true)
 	if h.Trigger != nil {
 		e.WaitHealth(t, true, h.Wait)
 		h.Trigger(t)
 	}
 	e.WaitBlocked(t, h.Wait)
-	r.stop(t, 5*time.Second)
+	stop()
 }
 
 func testBackpressure(t *testing.T, h Harness) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	d := h.New(t)
-	e := NewEmitter()
-	defer e.Close()
-	r := start(t, d, e)
-	defer r.stop(t, 5*time.Second)
+	e, _ := begin(t, h, false)
 	e.WaitReadings(t, 1, h.Wait)
 	// The pipeline allows 4 readings a second; over 2.5 s the driver may emit 10, plus
 	// a few already under way when the limit came.
@@ -216,12 +184,7 @@ func testBackpressure(t *testing.T, h Harness) {
 }
 
 func testReconnect(t *testing.T, h Harness) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	d := h.New(t)
-	e := NewEmitter()
-	defer e.Close()
-	r := start(t, d, e)
-	defer r.stop(t, 5*time.Second)
+	e, _ := begin(t, h, false)
 	e.WaitHealth(t, true, h.Wait)
 	produce(t, h, e, 1)
 	h.Stop(t)
