@@ -136,7 +136,7 @@ func (s *vibServer) tryStart() {
 		return
 	}
 	s.srv = srv
-	s.log.Info("simulated motor serving modbus", "modbus_listen", s.addr, "registers", s.n, "counter_register", VibCounterRegister)
+	s.log.Info("simulated motor serving modbus", "modbus_listen", s.addr, "channels", s.n, "counter_register", VibCounterRegister, "block_register", VibBlockRegister, "block_samples", VibBlockSamples)
 }
 
 // stop closes the listener and every client connection. The library's goroutines
