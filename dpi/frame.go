@@ -406,6 +406,42 @@ func parseWriteFile(pdu []byte) (Class, string) {
 	return "", ""
 }
 
+// parseWriteSingle reads a write single coil or register (5, 6) or mask write (22)
+// PDU. Their normal response echoes the request, so both directions read alike.
+func parseWriteSingle(f *Frame, pdu []byte, fc uint8) (Class, string) {
+	n := 5
+	if fc == 22 {
+		n = 7
+	}
+	if c, r := fixed(pdu, n); c != "" {
+		return c, r
+	}
+	f.Address = be16(pdu[1], pdu[2])
+	f.Quantity = 1
+	if fc == 5 {
+		if v := be16(pdu[3], pdu[4]); v != 0x0000 && v != 0xFF00 {
+			return MalformedPDU, "fc 5 value is neither 0x0000 nor 0xff00"
+		}
+	}
+	return "", ""
+}
+
+// writeRange checks a write multiple (15, 16) range, in a request or its echo in the
+// response, against the spec's limits.
+func writeRange(f *Frame, fc uint8) (Class, string) {
+	limit := uint16(maxWriteRegs)
+	if fc == 15 {
+		limit = maxWriteBits
+	}
+	if f.Quantity < 1 || f.Quantity > limit {
+		return QuantityOutOfRange, "write quantity beyond the spec's limit"
+	}
+	if !rangeFits(f.Address, f.Quantity) {
+		return QuantityOutOfRange, "range runs past address 65535"
+	}
+	return "", ""
+}
+
 func parseRequest(f *Frame, pdu []byte) (Class, string) {
 	fc := pdu[0]
 	if !known(fc) {
@@ -429,17 +465,8 @@ func parseRequest(f *Frame, pdu []byte) (Class, string) {
 		if !rangeFits(f.Address, f.Quantity) {
 			return QuantityOutOfRange, "range runs past address 65535"
 		}
-	case 5, 6:
-		if c, r := fixed(pdu, 5); c != "" {
-			return c, r
-		}
-		f.Address = be16(pdu[1], pdu[2])
-		f.Quantity = 1
-		if fc == 5 {
-			if v := be16(pdu[3], pdu[4]); v != 0x0000 && v != 0xFF00 {
-				return MalformedPDU, "fc 5 value is neither 0x0000 nor 0xff00"
-			}
-		}
+	case 5, 6, 22:
+		return parseWriteSingle(f, pdu, fc)
 	case 7, 11, 12, 17:
 		return fixed(pdu, 1)
 	case 8:
@@ -454,15 +481,12 @@ func parseRequest(f *Frame, pdu []byte) (Class, string) {
 		if len(pdu) != 6+bc {
 			return InvalidLength, "write multiple byte count disagrees with the mbap length"
 		}
-		limit, want := uint16(maxWriteRegs), 2*int(f.Quantity)
+		if c, r := writeRange(f, fc); c != "" {
+			return c, r
+		}
+		want := 2 * int(f.Quantity)
 		if fc == 15 {
-			limit, want = maxWriteBits, (int(f.Quantity)+7)/8
-		}
-		if f.Quantity < 1 || f.Quantity > limit {
-			return QuantityOutOfRange, "write quantity beyond the spec's limit"
-		}
-		if !rangeFits(f.Address, f.Quantity) {
-			return QuantityOutOfRange, "range runs past address 65535"
+			want = (int(f.Quantity) + 7) / 8
 		}
 		if bc != want {
 			return MalformedPDU, "write multiple byte count disagrees with the quantity"
@@ -485,12 +509,6 @@ func parseRequest(f *Frame, pdu []byte) (Class, string) {
 		}
 	case 21:
 		return parseWriteFile(pdu)
-	case 22:
-		if c, r := fixed(pdu, 7); c != "" {
-			return c, r
-		}
-		f.Address = be16(pdu[1], pdu[2])
-		f.Quantity = 1
 	case 23:
 		if len(pdu) < 10 {
 			return MalformedPDU, "fc 23 pdu truncated before the byte count"
@@ -593,17 +611,8 @@ func parseResponse(f *Frame, pdu []byte) (Class, string) {
 		if bc%2 != 0 {
 			return MalformedPDU, "read registers response byte count is odd"
 		}
-	case 5, 6:
-		if c, r := fixed(pdu, 5); c != "" {
-			return c, r
-		}
-		f.Address = be16(pdu[1], pdu[2])
-		f.Quantity = 1
-		if fc == 5 {
-			if v := be16(pdu[3], pdu[4]); v != 0x0000 && v != 0xFF00 {
-				return MalformedPDU, "fc 5 value is neither 0x0000 nor 0xff00"
-			}
-		}
+	case 5, 6, 22:
+		return parseWriteSingle(f, pdu, fc)
 	case 7:
 		return fixed(pdu, 2)
 	case 8:
@@ -627,15 +636,8 @@ func parseResponse(f *Frame, pdu []byte) (Class, string) {
 		}
 		f.Address = be16(pdu[1], pdu[2])
 		f.Quantity = be16(pdu[3], pdu[4])
-		limit := uint16(maxWriteRegs)
-		if fc == 15 {
-			limit = maxWriteBits
-		}
-		if f.Quantity < 1 || f.Quantity > limit {
-			return QuantityOutOfRange, "write quantity beyond the spec's limit"
-		}
-		if !rangeFits(f.Address, f.Quantity) {
-			return QuantityOutOfRange, "range runs past address 65535"
+		if c, r := writeRange(f, fc); c != "" {
+			return c, r
 		}
 	case 17:
 		if len(pdu) < 3 {
@@ -668,12 +670,6 @@ func parseResponse(f *Frame, pdu []byte) (Class, string) {
 		}
 	case 21:
 		return parseWriteFile(pdu)
-	case 22:
-		if c, r := fixed(pdu, 7); c != "" {
-			return c, r
-		}
-		f.Address = be16(pdu[1], pdu[2])
-		f.Quantity = 1
 	case 24:
 		if len(pdu) < 5 {
 			return MalformedPDU, "fc 24 response truncated before the fifo count"
