@@ -134,8 +134,7 @@ func (d *Driver) runStream(ctx context.Context, c *opcua.Client, sub *opcua.Subs
 		dirty     = true // the values read at connect are the first reading
 		lastEmit  time.Time
 		lastApply time.Time
-		lastSeen  = time.Now()
-		lastAlive = time.Now()
+		live      = newLiveness()
 		seen      = make([]bool, n)
 		timer     = time.NewTimer(time.Hour)
 		timerOn   bool
@@ -202,15 +201,11 @@ func (d *Driver) runStream(ctx context.Context, c *opcua.Client, sub *opcua.Subs
 		case <-ctx.Done():
 			return nil
 		case pn := <-notifs:
-			if pn.Error != nil {
-				if err := d.handleError(pn.Error); err != nil {
-					return err
-				}
-				continue
+			dcn, err := live.dataChange(d, pn)
+			if err != nil {
+				return err
 			}
-			lastSeen = time.Now()
-			dcn, ok := pn.Value.(*ua.DataChangeNotification)
-			if !ok {
+			if dcn == nil {
 				continue
 			}
 			clear(seen)
@@ -244,14 +239,8 @@ func (d *Driver) runStream(ctx context.Context, c *opcua.Client, sub *opcua.Subs
 			timerOn = false
 			flush()
 		case <-tick.C:
-			if s := c.State(); s != opcua.Connected {
-				return fmt.Errorf("opcua: source %q: connection to %s lost (%s)", d.spec.Name, d.cfg.Endpoint, s)
-			}
-			if time.Since(lastSeen) >= livenessEvery && time.Since(lastAlive) >= livenessEvery {
-				lastAlive = time.Now()
-				if err := d.alive(ctx, c); err != nil {
-					return err
-				}
+			if err := live.check(ctx, d, c); err != nil {
+				return err
 			}
 		}
 		if want != applied && time.Since(lastApply) >= applyEvery {
@@ -325,33 +314,22 @@ func (d *Driver) runTrigger(ctx context.Context, c *opcua.Client, sub *opcua.Sub
 
 	tick := time.NewTicker(applyEvery)
 	defer tick.Stop()
-	lastSeen, lastAlive := time.Now(), time.Now()
+	live := newLiveness()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case pn := <-notifs:
-			if pn.Error != nil {
-				if err := d.handleError(pn.Error); err != nil {
-					return err
-				}
-				continue
+			dcn, err := live.dataChange(d, pn)
+			if err != nil {
+				return err
 			}
-			lastSeen = time.Now()
-			dcn, ok := pn.Value.(*ua.DataChangeNotification)
-			if !ok {
-				continue
+			if dcn != nil {
+				prev = d.edges(dcn, prev, edges, log)
 			}
-			prev = d.edges(dcn, prev, edges, log)
 		case <-tick.C:
-			if s := c.State(); s != opcua.Connected {
-				return fmt.Errorf("opcua: source %q: connection to %s lost (%s)", d.spec.Name, d.cfg.Endpoint, s)
-			}
-			if time.Since(lastSeen) >= livenessEvery && time.Since(lastAlive) >= livenessEvery {
-				lastAlive = time.Now()
-				if err := d.alive(ctx, c); err != nil {
-					return err
-				}
+			if err := live.check(ctx, d, c); err != nil {
+				return err
 			}
 		}
 	}
@@ -482,4 +460,37 @@ func (d *Driver) inspect(ctx context.Context, c *opcua.Client, e drivers.Emitter
 			r.Release()
 		}
 	}
+}
+
+// liveness tells a session that has gone quiet from one whose server is gone: a
+// notification or a successful read within livenessEvery shows the session alive.
+type liveness struct{ lastSeen, lastAlive time.Time }
+
+func newLiveness() *liveness {
+	now := time.Now()
+	return &liveness{lastSeen: now, lastAlive: now}
+}
+
+// dataChange unwraps one publish: the data change it carries, nil for anything else,
+// or the error that ends the session.
+func (l *liveness) dataChange(d *Driver, pn *opcua.PublishNotificationData) (*ua.DataChangeNotification, error) {
+	if pn.Error != nil {
+		return nil, d.handleError(pn.Error)
+	}
+	l.lastSeen = time.Now()
+	dcn, _ := pn.Value.(*ua.DataChangeNotification)
+	return dcn, nil
+}
+
+// check runs on every tick: the client must still be connected, and a session quiet
+// for livenessEvery must answer a read.
+func (l *liveness) check(ctx context.Context, d *Driver, c *opcua.Client) error {
+	if s := c.State(); s != opcua.Connected {
+		return fmt.Errorf("opcua: source %q: connection to %s lost (%s)", d.spec.Name, d.cfg.Endpoint, s)
+	}
+	if time.Since(l.lastSeen) >= livenessEvery && time.Since(l.lastAlive) >= livenessEvery {
+		l.lastAlive = time.Now()
+		return d.alive(ctx, c)
+	}
+	return nil
 }
