@@ -12,11 +12,13 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+	"gopkg.in/yaml.v3"
 
 	"github.com/edgedrun/edged/drivers"
 )
@@ -56,6 +58,35 @@ func Run(t *testing.T, h Harness) {
 	if h.Stop != nil && h.Start != nil {
 		t.Run("reconnect", func(t *testing.T) { testReconnect(t, h) })
 	}
+}
+
+// Build makes a driver as edged does from a config file: the type's factory, the
+// driver's block decoded strictly (unknown keys are errors) over the defaults, the
+// config's Validate, then New. doc is the block's YAML; empty keeps the defaults.
+func Build(tb testing.TB, typ string, spec drivers.Spec, doc string) drivers.Driver {
+	tb.Helper()
+	f, err := drivers.Lookup(typ)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cfg := f.NewConfig()
+	if doc != "" {
+		dec := yaml.NewDecoder(strings.NewReader(doc))
+		dec.KnownFields(true)
+		if err := dec.Decode(cfg); err != nil {
+			tb.Fatalf("%s config: %v", typ, err)
+		}
+	}
+	if v, ok := cfg.(interface{ Validate() error }); ok {
+		if err := v.Validate(); err != nil {
+			tb.Fatalf("%s config: %v", typ, err)
+		}
+	}
+	d, err := f.New(spec, cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return d
 }
 
 // Start runs d in the background until the test ends, or until the returned stop is

@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
 	"github.com/edgedrun/edged/drivers"
 	"github.com/edgedrun/edged/drivers/drivertest"
 )
@@ -29,18 +27,7 @@ func TestConformance(t *testing.T) {
 	drivertest.Run(t, drivertest.Harness{
 		New: func(t testing.TB) drivers.Driver {
 			uploads.Wait()
-			f, err := drivers.Lookup("httpupload")
-			if err != nil {
-				t.Fatal(err)
-			}
-			cfg := f.NewConfig()
-			if err := yaml.Unmarshal([]byte("max_batch: 4\nmax_bytes: 1MiB\n"), cfg); err != nil {
-				t.Fatal(err)
-			}
-			d, err := f.New(drivers.Spec{Name: "rig-conf", Budget: 2 * time.Second}, cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
+			d := drivertest.Build(t, "httpupload", drivers.Spec{Name: "rig-conf", Budget: 2 * time.Second}, "max_batch: 4\nmax_bytes: 1MiB\n")
 			cur.Store(d.(*Driver))
 			return d
 		},

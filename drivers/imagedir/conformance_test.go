@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
 	"github.com/edgedrun/edged/drivers"
 	"github.com/edgedrun/edged/drivers/drivertest"
 )
@@ -24,20 +22,7 @@ func TestConformance(t *testing.T) {
 			if err := os.Mkdir(dir, 0o755); err != nil {
 				t.Fatal(err)
 			}
-			f, err := drivers.Lookup("imagedir")
-			if err != nil {
-				t.Fatal(err)
-			}
-			cfg := f.NewConfig()
-			doc := fmt.Sprintf("dir: %s\nsettle: 50ms\n", dir)
-			if err := yaml.Unmarshal([]byte(doc), cfg); err != nil {
-				t.Fatal(err)
-			}
-			d, err := f.New(drivers.Spec{Name: "aoi-conf", Budget: 2 * time.Second}, cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return d
+			return drivertest.Build(t, "imagedir", drivers.Spec{Name: "aoi-conf", Budget: 2 * time.Second}, fmt.Sprintf("dir: %s\nsettle: 50ms\n", dir))
 		},
 		Trigger: func(t testing.TB) {
 			dropFile(t, dir, fmt.Sprintf("img%04d.png", n.Add(1)), img)

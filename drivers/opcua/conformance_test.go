@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
 	"github.com/edgedrun/edged/drivers"
 	"github.com/edgedrun/edged/drivers/drivertest"
 )
@@ -17,11 +15,6 @@ func TestConformance(t *testing.T) {
 	srv := startNodeServer(t)
 	drivertest.Run(t, drivertest.Harness{
 		New: func(t testing.TB) drivers.Driver {
-			f, err := drivers.Lookup("opcua")
-			if err != nil {
-				t.Fatal(err)
-			}
-			cfg := f.NewConfig()
 			src := strings.ReplaceAll(`
 endpoint: ENDPOINT
 request_timeout: 2s
@@ -30,19 +23,7 @@ nodes:
   - {name: counter, node_id: "ns=1;s=Line1.Counter", sampling_interval: 50ms}
   - {name: force, node_id: "ns=1;s=Line1.Force"}
 `, "ENDPOINT", srv.endpoint)
-			dec := yaml.NewDecoder(strings.NewReader(src))
-			dec.KnownFields(true)
-			if err := dec.Decode(cfg); err != nil {
-				t.Fatal(err)
-			}
-			if err := cfg.(*Config).Validate(); err != nil {
-				t.Fatal(err)
-			}
-			d, err := f.New(drivers.Spec{Name: "conformance", Budget: 2 * time.Second}, cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return d
+			return drivertest.Build(t, "opcua", drivers.Spec{Name: "conformance", Budget: 2 * time.Second}, src)
 		},
 		Stop:  srv.Stop,
 		Start: srv.Start,

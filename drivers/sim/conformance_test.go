@@ -12,16 +12,7 @@ import (
 func TestConformance(t *testing.T) {
 	drivertest.Run(t, drivertest.Harness{
 		New: func(t testing.TB) drivers.Driver {
-			f, err := drivers.Lookup("sim")
-			if err != nil {
-				t.Fatal(err)
-			}
-			cfg := f.NewConfig()
-			d, err := f.New(drivers.Spec{Name: "cam", Budget: time.Second}, cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return d
+			return drivertest.Build(t, "sim", drivers.Spec{Name: "cam", Budget: time.Second}, "")
 		},
 	})
 }

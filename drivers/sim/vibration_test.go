@@ -577,15 +577,7 @@ func sum(x []int) int {
 func TestVibrationConformance(t *testing.T) {
 	drivertest.Run(t, drivertest.Harness{
 		New: func(t testing.TB) drivers.Driver {
-			f, err := drivers.Lookup("sim_vibration")
-			if err != nil {
-				t.Fatal(err)
-			}
-			d, err := f.New(drivers.Spec{Name: "motor", Budget: time.Second, Log: quiet}, f.NewConfig())
-			if err != nil {
-				t.Fatal(err)
-			}
-			return d
+			return drivertest.Build(t, "sim_vibration", drivers.Spec{Name: "motor", Budget: time.Second, Log: quiet}, "")
 		},
 	})
 }
