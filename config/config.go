@@ -184,10 +184,33 @@ type Spool struct {
 	Fsync Fsync `yaml:"fsync"`
 }
 
-// Models holds the model repository settings.
+// Models holds the model repository settings and what a pushed model must satisfy.
 type Models struct {
 	// Dir is the repository root: <dir>/<name>/<version>/{model.onnx,manifest.json}.
 	Dir string `yaml:"dir"`
+	// TrustedKeys are the ed25519 public keys a pushed model's manifest must be signed
+	// by: each a path to a PEM file (edged model keygen writes one) or inline
+	// "ed25519:<base64>".
+	TrustedKeys []string `yaml:"trusted_keys"`
+	// AllowUnsigned accepts pushed models without a signature; a wrong signature, or
+	// one by a key not trusted, is refused all the same.
+	AllowUnsigned bool `yaml:"allow_unsigned"`
+	// Keep is how many versions per model stay in the repository.
+	Keep int `yaml:"keep"`
+	// MaxSize is the largest model file a push may bring.
+	MaxSize ByteSize `yaml:"max_size"`
+	// Download bounds fetching a model from the URL of an MQTT push command.
+	Download Download `yaml:"download"`
+}
+
+// Download tunes model downloads from the plant's model server.
+type Download struct {
+	// Timeout bounds a whole download.
+	Timeout Duration `yaml:"timeout"`
+	// StallTimeout is how long a download may receive nothing before it is resumed.
+	StallTimeout Duration `yaml:"stall_timeout"`
+	// Retries is how many failed attempts in a row a download survives.
+	Retries int `yaml:"retries"`
 }
 
 // Pipeline holds the pipeline sizes; zero values come from the hardware profile.
@@ -344,7 +367,16 @@ func defaults() Config {
 				Fsync:        Fsync(10 * time.Millisecond),
 			},
 		},
-		Models:          Models{Dir: "var/models"},
+		Models: Models{
+			Dir:     "var/models",
+			Keep:    3,
+			MaxSize: GiB,
+			Download: Download{
+				Timeout:      Duration(10 * time.Minute),
+				StallTimeout: Duration(30 * time.Second),
+				Retries:      5,
+			},
+		},
 		Pipeline:        Pipeline{MaxWait: Duration(2 * time.Millisecond), Breaker: DefaultBreaker},
 		ShutdownTimeout: Duration(10 * time.Second),
 	}

@@ -150,6 +150,7 @@ func TestDemoShowsDefaults(t *testing.T) {
 	}
 	// YAML's [] is an empty list where the code's default is nil; both mean none.
 	demo.Runtime.ExecutionProviders = nil
+	demo.Models.TrustedKeys = nil
 	if !reflect.DeepEqual(demo, minimal) {
 		t.Errorf("demo.yaml and the defaults differ:\ndemo    %+v\ndefault %+v", demo, minimal)
 	}

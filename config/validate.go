@@ -1,6 +1,8 @@
 package config
 
 import (
+	"crypto/ed25519"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"math"
@@ -112,9 +114,7 @@ func (c *Config) Validate() error {
 		v.name("mqtt.sparkplug.edge_node_id", s)
 	}
 
-	if c.Models.Dir == "" {
-		v.fail("models.dir: empty")
-	}
+	v.models(&c.Models)
 
 	v.intRange("pipeline.ring_size", c.Pipeline.RingSize, 0, maxRingSize)
 	v.intRange("pipeline.workers", c.Pipeline.Workers, 0, maxWorkers)
@@ -334,4 +334,37 @@ func (v *validation) breaker(path string, b Breaker) {
 	v.intRange(path+".min_calls", b.MinCalls, 1, maxMinCalls)
 	v.durRange(path+".open_timeout", b.OpenTimeout, 10*time.Millisecond, maxOpenTimeout, true)
 	v.intRange(path+".half_open_probes", b.HalfOpenProbes, 1, maxProbes)
+}
+
+// Bounds of the model settings.
+const (
+	maxKeep          = 100
+	maxModelSize     = 64 * GiB
+	maxDownload      = 24 * time.Hour
+	maxDownloadStall = time.Hour
+	maxRetries       = 100
+)
+
+func (v *validation) models(m *Models) {
+	if m.Dir == "" {
+		v.fail("models.dir: empty")
+	}
+	for i, k := range m.TrustedKeys {
+		path := fmt.Sprintf("models.trusted_keys[%d]", i)
+		switch b64, inline := strings.CutPrefix(k, "ed25519:"); {
+		case strings.TrimSpace(k) == "":
+			v.fail("%s: empty; give a PEM public key file or ed25519:<base64>", path)
+		case inline:
+			if raw, err := base64.StdEncoding.DecodeString(b64); err != nil || len(raw) != ed25519.PublicKeySize {
+				v.fail("%s: %q is not ed25519:<base64 of %d bytes>", path, k, ed25519.PublicKeySize)
+			}
+		}
+	}
+	v.intRange("models.keep", m.Keep, 2, maxKeep)
+	if m.MaxSize < 1 || m.MaxSize > maxModelSize {
+		v.fail("models.max_size: %d is out of range 1..%d", m.MaxSize, maxModelSize)
+	}
+	v.durRange("models.download.timeout", m.Download.Timeout, 0, maxDownload, false)
+	v.durRange("models.download.stall_timeout", m.Download.StallTimeout, 0, maxDownloadStall, false)
+	v.intRange("models.download.retries", m.Download.Retries, 0, maxRetries)
 }
