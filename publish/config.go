@@ -107,6 +107,11 @@ type Config struct {
 	// up: at shutdown without a spool, or when the spool could not take it. It runs on
 	// Run's goroutine and must not block.
 	OnResult func(r *Result, err error) `yaml:"-"`
+	// Commands, when set, receives every message on edged/v1/{site}/{line}/{node}/cmd/{verb}
+	// (a model push, an activation): the publisher subscribes at QoS 1 on each
+	// connection. It runs on the MQTT client's goroutine and must not block: hand the
+	// command to a queue of its own.
+	Commands func(verb string, payload []byte) `yaml:"-"`
 }
 
 // brokerSchemes are the URL schemes paho can dial.

@@ -152,6 +152,8 @@ type Publisher struct {
 	statusTopic string
 	eventTopic  string
 	alertPrefix string
+	// cmdPrefix is where commands arrive: edged/v1/{site}/{line}/{node}/cmd/.
+	cmdPrefix string
 
 	queue    chan message
 	mu       sync.RWMutex // orders closed against senders joining
@@ -269,6 +271,7 @@ func NewPublisher(cfg Config, reg prometheus.Registerer, log *slog.Logger) (*Pub
 		statusTopic: prefix + "status",
 		eventTopic:  prefix + "event",
 		alertPrefix: prefix + "alert/",
+		cmdPrefix:   prefix + "cmd/",
 		queue:       make(chan message, cfg.QueueSize),
 		stopping:    make(chan struct{}),
 		store:       newSessionStore(),
@@ -459,6 +462,9 @@ func (p *Publisher) StatusTopic() string { return p.statusTopic }
 
 // EventTopic is the topic of PublishEvent.
 func (p *Publisher) EventTopic() string { return p.eventTopic }
+
+// CommandTopic is where commands with this verb reach the box.
+func (p *Publisher) CommandTopic(verb string) string { return p.cmdPrefix + verb }
 
 // AlertTopic is where alerts of a kind go: edged/v1/{site}/{line}/{node}/alert/{kind}.
 func (p *Publisher) AlertTopic(kind string) string { return p.alertPrefix + kind }
@@ -707,6 +713,21 @@ func (p *Publisher) clientOptions(l *Live, clean bool, lost chan<- lostEvent, ge
 		// Its own, empty: nothing from an earlier connection is re-sent by paho.
 		o.SetStore(mqtt.NewMemoryStore())
 	}
+	if p.cfg.Commands != nil {
+		// The subscription is renewed on every connection: a clean session drops it, and
+		// each spooled connection has a client of its own. Commands the broker kept for
+		// a persistent session can arrive before the subscription is renewed, while the
+		// new client has no route for them yet: the default handler takes those.
+		o.SetDefaultPublishHandler(p.command)
+		o.SetOnConnectHandler(func(c mqtt.Client) {
+			tok := c.Subscribe(p.cmdPrefix+"+", 1, p.command)
+			if !tok.WaitTimeout(l.ConnectTimeout) {
+				p.log.Warn("mqtt command subscription not acknowledged in time; commands may not reach the box until the next connection", "topic", p.cmdPrefix+"+")
+			} else if err := tok.Error(); err != nil {
+				p.log.Error("mqtt command subscription refused; commands cannot reach the box", "topic", p.cmdPrefix+"+", "err", err)
+			}
+		})
+	}
 	if p.cfg.TLS != nil {
 		// A copy: cfg.TLS stays as the caller made it.
 		o.SetTLSConfig(p.watchCertRequest(p.cfg.TLS))
@@ -736,6 +757,15 @@ func (p *Publisher) clientOptions(l *Live, clean bool, lost chan<- lostEvent, ge
 // with its connection.)
 func (r *runner) sessionClean() bool {
 	return r.spool != nil && (r.p.qos() == 2 || r.p.spb != nil || (!r.connClean && r.connQoS2))
+}
+
+// command hands a message on the command topic to Config.Commands.
+func (p *Publisher) command(_ mqtt.Client, m mqtt.Message) {
+	verb, ok := strings.CutPrefix(m.Topic(), p.cmdPrefix)
+	if !ok || verb == "" || strings.Contains(verb, "/") {
+		return
+	}
+	p.cfg.Commands(verb, m.Payload())
 }
 
 // watchCertRequest returns a copy of c that records in p.certAsked whether the broker
