@@ -1,5 +1,7 @@
-// Package models provides the on-disk model repository, model manifests and the
-// verification of a model file against its manifest.
+// Package models provides model manifests, their ed25519 signatures and the keys that
+// make and check them, the verification of a model file against its manifest, and the
+// on-disk model repository: crash-safe streamed installs, the active version with its
+// history for rollback, pruning, and the audit log of every change.
 package models
 
 import (
@@ -27,11 +29,24 @@ type Manifest struct {
 	Created     time.Time   `json:"created"`
 	// Description is free text for people (how the model was made, on what data).
 	Description string `json:"description,omitempty"`
-	// Signature is the base64 ed25519 signature over the canonical manifest (the
-	// manifest with Signature and KeyID empty). It is kept with the model but not checked
-	// yet: models reach the repository only from the bundled demo or the box's own disk.
+	// Golden are frames with the output the model must give for them: a pushed model
+	// runs them before it serves, so a model that was built or exported wrongly (another
+	// normalisation, swapped labels) is caught before it judges a single part.
+	Golden []Golden `json:"golden,omitempty"`
+	// Signature is the base64 ed25519 signature over Canonical (the manifest with
+	// Signature and KeyID empty), by the key KeyID names. A pushed model is taken only
+	// when Keyring.Verify finds it signed by a key of models.trusted_keys.
 	Signature string `json:"signature,omitempty"`
 	KeyID     string `json:"key_id,omitempty"`
+}
+
+// Golden is one frame and the output the model must give for it. Input is the
+// preprocessed tensor of one frame (the model's per-frame input length) and Output the
+// per-frame output; every value must be within Tolerance of the expected one.
+type Golden struct {
+	Input     []float32 `json:"input"`
+	Output    []float32 `json:"output"`
+	Tolerance float32   `json:"tolerance"`
 }
 
 // Tensor is one model input or output. A dimension of -1 is dynamic (the batch).
@@ -125,6 +140,10 @@ func (m *Manifest) Validate() error {
 	}
 	if m.Size <= 0 {
 		bad("size %d is not positive", m.Size)
+	}
+	// The signature covers created in UTC; a year JSON cannot hold could not be signed.
+	if y := m.Created.UTC().Year(); y < 0 || y > 9999 {
+		bad("created %s is outside the years 0000 to 9999 in UTC", m.Created.Format(time.RFC3339))
 	}
 	if len(m.Inputs) != 1 {
 		bad("inputs: want exactly 1 input, have %d", len(m.Inputs))
@@ -220,5 +239,29 @@ func (m *Manifest) Validate() error {
 			bad("postprocess.ok_labels: %q is not among the labels %v", ok, q.Labels)
 		}
 	}
+	for i, g := range m.Golden {
+		if len(g.Input) == 0 || len(g.Output) == 0 {
+			bad("golden[%d]: input and output must not be empty, have %d and %d values", i, len(g.Input), len(g.Output))
+		}
+		if j := nonFinite(g.Input); j >= 0 {
+			bad("golden[%d].input[%d] %v is not a finite number", i, j, g.Input[j])
+		}
+		if j := nonFinite(g.Output); j >= 0 {
+			bad("golden[%d].output[%d] %v is not a finite number", i, j, g.Output[j])
+		}
+		if !(g.Tolerance >= 0) || math.IsInf(float64(g.Tolerance), 0) {
+			bad("golden[%d].tolerance %v is not a finite number >= 0", i, g.Tolerance)
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// nonFinite is the index of the first NaN or infinite value, or -1.
+func nonFinite(v []float32) int {
+	for i, x := range v {
+		if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+			return i
+		}
+	}
+	return -1
 }

@@ -3,6 +3,7 @@ package models_test
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 	"os"
 	"reflect"
 	"slices"
@@ -104,6 +105,9 @@ func TestParseManifestAccepts(t *testing.T) {
 			m.Inputs[0].Shape = []int64{-1, 2}
 		})},
 		{"image kind named", edit(func(m *models.Manifest) { m.Preprocess.Kind = models.PreprocessImage })},
+		{"golden frames", edit(func(m *models.Manifest) {
+			m.Golden = []models.Golden{{Input: []float32{0.5, -1}, Output: []float32{9, 0, 0, 0}, Tolerance: 0.001}, {Input: []float32{0}, Output: []float32{0}}}
+		})},
 		{"score model", edit(func(m *models.Manifest) {
 			m.Outputs[0].Shape = []int64{-1, 1}
 			m.Postprocess = models.Postprocess{Kind: models.PostprocessScore, Labels: []string{"ok", "anomaly"}, OKLabels: []string{"ok"}, Threshold: 1.7}
@@ -149,6 +153,9 @@ func TestParseManifestRefuses(t *testing.T) {
 		{"sha256 not hex", edit(func(m *models.Manifest) { m.SHA256 = strings.Repeat("z", 64) }), []string{"sha256", "zzzz"}},
 		{"zero size", edit(func(m *models.Manifest) { m.Size = 0 }), []string{"size 0"}},
 		{"negative size", edit(func(m *models.Manifest) { m.Size = -5 }), []string{"size -5"}},
+		{"created before year 0 in UTC", raw(func(b []byte) []byte {
+			return bytes.Replace(b, []byte(`"2026-11-27T21:28:33Z"`), []byte(`"0000-01-01T00:00:00+23:59"`), 1)
+		}), []string{"created 0000-01-01T00:00:00+23:59", "UTC"}},
 		{"no input", edit(func(m *models.Manifest) { m.Inputs = nil }), []string{"inputs", "have 0"}},
 		{"two inputs", edit(func(m *models.Manifest) { m.Inputs = append(m.Inputs, m.Inputs[0]) }), []string{"inputs", "have 2"}},
 		{"two outputs", edit(func(m *models.Manifest) { m.Outputs = append(m.Outputs, m.Outputs[0]) }), []string{"outputs", "have 2"}},
@@ -212,6 +219,22 @@ func TestParseManifestRefuses(t *testing.T) {
 		{"threshold 1", edit(func(m *models.Manifest) { m.Postprocess.Threshold = 1 }), []string{"postprocess.threshold 1"}},
 		{"threshold negative", edit(func(m *models.Manifest) { m.Postprocess.Threshold = -0.5 }), []string{"postprocess.threshold -0.5"}},
 		{"threshold above 1", edit(func(m *models.Manifest) { m.Postprocess.Threshold = 1.5 }), []string{"postprocess.threshold 1.5"}},
+		{"golden without input", edit(func(m *models.Manifest) {
+			m.Golden = []models.Golden{{Input: []float32{1}, Output: []float32{1}}, {Output: []float32{1}}}
+		}), []string{"golden[1]", "have 0 and 1"}},
+		{"golden without output", edit(func(m *models.Manifest) { m.Golden = []models.Golden{{Input: []float32{1}}} }), []string{"golden[0]", "have 1 and 0"}},
+		{"golden negative tolerance", edit(func(m *models.Manifest) {
+			m.Golden = []models.Golden{{Input: []float32{1}, Output: []float32{1}, Tolerance: -0.1}}
+		}), []string{"golden[0].tolerance -0.1"}},
+		{"golden input null", raw(func(b []byte) []byte {
+			return bytes.Replace(b, []byte(`"description"`), []byte(`"golden":[{"input":null,"output":[1],"tolerance":0}],"description"`), 1)
+		}), []string{"golden[0]", "have 0 and 1"}},
+		{"golden unknown field", raw(func(b []byte) []byte {
+			return bytes.Replace(b, []byte(`"description"`), []byte(`"golden":[{"input":[1],"output":[1],"tol":0}],"description"`), 1)
+		}), []string{"unknown field", `"tol"`}},
+		{"golden value beyond float32", raw(func(b []byte) []byte {
+			return bytes.Replace(b, []byte(`"description"`), []byte(`"golden":[{"input":[1e39],"output":[1],"tolerance":0}],"description"`), 1)
+		}), []string{"parse manifest"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := tc.edit(t, demoManifestBytes(t))
@@ -266,6 +289,7 @@ func FuzzParseManifest(f *testing.F) {
 	f.Add([]byte(`[]`))
 	f.Add([]byte(`{"preprocess":{"color":"rgb","mean":[1e39],"std":[-0]}}`))
 	f.Add([]byte(`{"created":"0000-01-01T00:00:00+23:59"}`))
+	f.Add(bytes.Replace(demoManifestBytes(f), []byte(`"description"`), []byte(`"golden":[{"input":[1,2],"output":[0.5],"tolerance":1e-3}],"description"`), 1))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := models.ParseManifest(b)
 		if err != nil {
@@ -296,4 +320,31 @@ func FuzzParseManifest(f *testing.F) {
 			t.Fatalf("manifest changed once encoded again:\n%+v\n%+v", m, m2)
 		}
 	})
+}
+
+// TestValidateGoldenNotFinite: NaN and infinities cannot come through JSON, but a
+// manifest built in code (a signing tool) can hold them; it must not sign or install.
+func TestValidateGoldenNotFinite(t *testing.T) {
+	nan, inf := float32(math.NaN()), float32(math.Inf(1))
+	for _, tc := range []struct {
+		name string
+		g    models.Golden
+		want string
+	}{
+		{"nan input", models.Golden{Input: []float32{0, nan}, Output: []float32{1}}, "golden[0].input[1] NaN"},
+		{"inf output", models.Golden{Input: []float32{0}, Output: []float32{-inf}}, "golden[0].output[0] -Inf"},
+		{"nan tolerance", models.Golden{Input: []float32{0}, Output: []float32{1}, Tolerance: nan}, "golden[0].tolerance NaN"},
+		{"inf tolerance", models.Golden{Input: []float32{0}, Output: []float32{1}, Tolerance: inf}, "golden[0].tolerance +Inf"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, err := models.ParseManifest(demoManifestBytes(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			m.Golden = []models.Golden{tc.g}
+			if err := m.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Validate: %v; want an error containing %q", err, tc.want)
+			}
+		})
+	}
 }

@@ -333,6 +333,13 @@ func TestUnsafeNamesRefused(t *testing.T) {
 				"Load(name)":          func() error { _, _, err := r.Load(bad, good.Version); return err }(),
 				"Load(version)":       func() error { _, _, err := r.Load(good.Name, bad); return err }(),
 				"LoadActive(name)":    func() error { _, _, err := r.LoadActive(bad); return err }(),
+				"InstallStream(name)": r.InstallStream(asName, bytes.NewReader(onnx)),
+				"InstallStream(ver)":  r.InstallStream(asVersion, bytes.NewReader(onnx)),
+				"Remove(name)":        r.Remove(bad, good.Version),
+				"Remove(version)":     r.Remove(good.Name, bad),
+				"Previous(name)":      func() error { _, err := r.Previous(bad); return err }(),
+				"Versions(name)":      func() error { _, err := r.Versions(bad); return err }(),
+				"Prune(name)":         func() error { _, err := r.Prune(bad, 1); return err }(),
 			}
 			for call, err := range calls {
 				if err == nil {
