@@ -335,7 +335,7 @@ func TestBreakerDegradesAndRecovers(t *testing.T) {
 		Breaker: breaker.Config{Window: time.Second, Bucket: 100 * time.Millisecond, FailureRatio: 0.35, MinCalls: 8, OpenTimeout: 300 * time.Millisecond, HalfOpenProbes: 2},
 	}, Source{Spec: drivers.Spec{Budget: time.Minute}, Driver: g, Backpressure: Block},
 		Inspection{Model: &Model{Manifest: m.Manifest, Session: f}, FailSafe: Reject})
-	br := h.p.breakers[h.p.byIns["el"].model]
+	br := h.p.byIns["el"].h.cur.Load().br
 
 	sendWait := func() {
 		t.Helper()

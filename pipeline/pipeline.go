@@ -4,6 +4,10 @@
 // deadline, preprocess, infer behind a circuit breaker and postprocess, and the hand-off
 // of results to the publisher. It accounts for every frame: for each source,
 // accepted = published + dropped{full,stale,error,shutdown} + in flight, at every moment.
+//
+// Models are swapped by name while frames flow (SwapModel): each batch pins the model
+// generation it was gathered for and runs on it to the end, frames taken after a swap
+// run on the new model, and the old one is given up once its last batch is handed over.
 package pipeline
 
 import (
@@ -73,7 +77,8 @@ type Source struct {
 	Window *window.Config
 }
 
-// Model is a loaded model with what it needs around it.
+// Model is a loaded model with what it needs around it. The inspections that run a
+// model name share one *Model; SwapModel replaces it for all of them.
 type Model struct {
 	Manifest *models.Manifest
 	Session  inference.Session
@@ -121,13 +126,17 @@ type Config struct {
 
 // Pipeline runs sources and inspections until its context ends.
 type Pipeline struct {
-	cfg      Config
-	sources  []*source
-	bySrc    map[string]*source
-	byIns    map[string]*inspection
-	breakers map[*Model]*breaker.Breaker
-	metrics  *metrics
-	now      func() time.Time
+	cfg     Config
+	sources []*source
+	bySrc   map[string]*source
+	byIns   map[string]*inspection
+	// holders serve each model name to its inspections; the map is fixed at New.
+	holders map[string]*holder
+	// mu orders the changes of models and thresholds (SwapModel, SetInspection), so
+	// a swap builds each postprocessor with the threshold in force.
+	mu      sync.Mutex
+	metrics *metrics
+	now     func() time.Time
 }
 
 // Frame outcomes, as in the edged_frames_total metric.
@@ -194,12 +203,14 @@ type source struct {
 }
 
 type inspection struct {
-	name      string
-	model     *Model
-	post      atomic.Pointer[inference.Postprocessor]
+	name string
+	src  *source
+	// h serves the inspection's model; idx is the inspection's index among h.ins.
+	h   *holder
+	idx int
+	// threshold is the configured override (0: the manifest's), under Pipeline.mu.
+	threshold float32
 	failSafe  atomic.Pointer[string]
-	modelInfo publish.ModelRef
-	br        *breaker.Breaker
 }
 
 // New checks the wiring and builds a pipeline; it starts nothing.
@@ -240,7 +251,7 @@ func New(cfg Config, sources []Source, inspections []Inspection) (*Pipeline, err
 	}
 	p := &Pipeline{
 		cfg: cfg, bySrc: map[string]*source{}, byIns: map[string]*inspection{},
-		breakers: map[*Model]*breaker.Breaker{}, now: cfg.Now,
+		holders: map[string]*holder{}, now: cfg.Now,
 	}
 	if p.now == nil {
 		p.now = time.Now
@@ -278,25 +289,24 @@ func New(cfg Config, sources []Source, inspections []Inspection) (*Pipeline, err
 			return nil, fmt.Errorf("pipeline: inspection %q has no model loaded", in.Name)
 		}
 		m := in.Model.Manifest
-		ins := &inspection{
-			name: in.Name, model: in.Model,
-			modelInfo: publish.ModelRef{Name: m.Name, Version: m.Version, SHA256: m.SHA256},
+		h, ok := p.holders[m.Name]
+		if !ok {
+			h = &holder{name: m.Name}
+			p.holders[m.Name] = h
+		} else if other := h.ins[0]; h.cur.Load().model != in.Model {
+			// A swap replaces a model by name for every inspection at once, so one
+			// name has one loaded model.
+			return nil, fmt.Errorf("pipeline: inspection %q: model %q is loaded twice (inspection %q has another copy)", in.Name, m.Name, other.name)
 		}
-		if err := ins.set(in.Threshold, in.FailSafe); err != nil {
+		ins := &inspection{name: in.Name, src: src, h: h, idx: len(h.ins), threshold: in.Threshold}
+		if err := ins.setFailSafe(in.FailSafe); err != nil {
 			return nil, fmt.Errorf("pipeline: inspection %q: %w", in.Name, err)
 		}
-		br, ok := p.breakers[in.Model]
+		h.ins = append(h.ins, ins)
 		if !ok {
-			bc := cfg.Breaker
-			bc.Name = "inference:" + m.Name
-			bc.Log = cfg.Log
-			var err error
-			if br, err = breaker.New(bc, cfg.Breakers); err != nil {
-				return nil, fmt.Errorf("pipeline: inspection %q: %w", in.Name, err)
-			}
-			p.breakers[in.Model] = br
+			// A placeholder until every inspection of the name is known (below).
+			h.cur.Store(&generation{model: in.Model})
 		}
-		ins.br = br
 		src.inspections = append(src.inspections, ins)
 		src.batch = min(src.batch, max(1, in.Model.Session.MaxBatch()))
 		p.byIns[in.Name] = ins
@@ -306,14 +316,21 @@ func New(cfg Config, sources []Source, inspections []Inspection) (*Pipeline, err
 			return nil, fmt.Errorf("pipeline: source %q feeds no inspection", s.spec.Name)
 		}
 	}
+	for _, h := range p.holders {
+		g, err := p.newGeneration(h, h.cur.Load().model)
+		if err != nil {
+			return nil, fmt.Errorf("pipeline: %w", err)
+		}
+		h.cur.Store(g)
+	}
 	m, err := newMetrics(cfg.Registerer, p)
 	if err != nil {
 		return nil, err
 	}
 	p.metrics = m
-	for _, in := range inspections {
-		mf := in.Model.Manifest
-		p.metrics.modelInfo.WithLabelValues(mf.Name, mf.Version, mf.SHA256).Set(1)
+	for _, h := range p.holders {
+		r := h.cur.Load().ref
+		p.metrics.modelInfo.WithLabelValues(r.Name, r.Version, r.SHA256).Set(1)
 	}
 	return p, nil
 }
@@ -334,18 +351,13 @@ func (s *source) set(policy string, budget time.Duration) error {
 	return nil
 }
 
-func (in *inspection) set(threshold float32, failSafe string) error {
+func (in *inspection) setFailSafe(failSafe string) error {
 	if failSafe == "" {
 		failSafe = Divert
 	}
 	if !slices.Contains(FailSafes, failSafe) {
 		return fmt.Errorf("fail-safe %q is not one of %v", failSafe, FailSafes)
 	}
-	post, err := inference.NewPostprocessor(in.model.Manifest.Postprocess, threshold)
-	if err != nil {
-		return err
-	}
-	in.post.Store(post)
 	in.failSafe.Store(&failSafe)
 	return nil
 }
@@ -387,26 +399,47 @@ func (p *Pipeline) SetSource(name string, st SourceSettings) error {
 
 // CheckInspection reports whether SetInspection would take the settings, changing nothing.
 func (p *Pipeline) CheckInspection(name string, st InspectionSettings) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, err := p.checkInspection(name, st)
+	return err
+}
+
+// checkInspection returns the postprocessor the settings make for the model now
+// serving the inspection; p.mu is held.
+func (p *Pipeline) checkInspection(name string, st InspectionSettings) (*inference.Postprocessor, error) {
 	in, ok := p.byIns[name]
 	if !ok {
-		return fmt.Errorf("inspection %q is not running", name)
+		return nil, fmt.Errorf("inspection %q is not running", name)
 	}
 	if st.FailSafe != "" && !slices.Contains(FailSafes, st.FailSafe) {
-		return fmt.Errorf("inspection %q: fail-safe %q is not one of %v", name, st.FailSafe, FailSafes)
+		return nil, fmt.Errorf("inspection %q: fail-safe %q is not one of %v", name, st.FailSafe, FailSafes)
 	}
-	if _, err := inference.NewPostprocessor(in.model.Manifest.Postprocess, st.Threshold); err != nil {
-		return fmt.Errorf("inspection %q: %w", name, err)
+	mf := in.h.cur.Load().model.Manifest
+	post, err := inference.NewPostprocessor(mf.Postprocess, st.Threshold)
+	if err != nil {
+		return nil, fmt.Errorf("inspection %q: model %q version %q: %w", name, mf.Name, mf.Version, err)
 	}
-	return nil
+	return post, nil
 }
 
 // SetInspection changes a running inspection's threshold and fail-safe action; batches
-// postprocessed from then on use them.
+// postprocessed from then on use them. The threshold holds for the model now serving
+// and for any model swapped in later.
 func (p *Pipeline) SetInspection(name string, st InspectionSettings) error {
-	if err := p.CheckInspection(name, st); err != nil {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	post, err := p.checkInspection(name, st)
+	if err != nil {
 		return err
 	}
-	return p.byIns[name].set(st.Threshold, st.FailSafe)
+	in := p.byIns[name]
+	if err := in.setFailSafe(st.FailSafe); err != nil {
+		return err
+	}
+	in.threshold = st.Threshold
+	in.h.cur.Load().post[in.idx].Store(post)
+	return nil
 }
 
 // Counts returns the accounting snapshot of a source.
@@ -430,9 +463,9 @@ func (p *Pipeline) RateLimit(sourceName string) (limit, arrival float64, ok bool
 
 // BreakerStates returns the state of each model's inference breaker, by model name.
 func (p *Pipeline) BreakerStates() map[string]breaker.State {
-	out := make(map[string]breaker.State, len(p.breakers))
-	for m, br := range p.breakers {
-		out[m.Manifest.Name] = br.State()
+	out := make(map[string]breaker.State, len(p.holders))
+	for name, h := range p.holders {
+		out[name] = h.cur.Load().br.State()
 	}
 	return out
 }

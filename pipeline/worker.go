@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -30,7 +31,7 @@ func (p *Pipeline) worker(ctx context.Context, s *source) {
 		}
 	}()
 	for range 2 {
-		sl, err := newSlot(s.inspections, s.batch)
+		sl, err := newSlot(s, s.batch)
 		if err != nil {
 			s.log.Error("worker cannot start: every frame of this source will be counted as an error", "err", err)
 			p.drainAs(ctx, s, &s.errs)
@@ -61,11 +62,17 @@ func (p *Pipeline) worker(ctx context.Context, s *source) {
 // gather fills free slots with batches: it waits for a first frame, then takes more
 // until the batch is full or MaxWait has passed since the first, preprocessing each
 // frame as it comes. Stale frames are dropped here, before any work is spent on them.
+//
+// The first frame pins the models now serving the slot's inspections, and the batch
+// runs on them to the end. A swap while the batch is gathered ends the batch: the frame
+// in hand is carried to the next one, so a frame taken after a swap never runs on the
+// model it replaced.
 func (p *Pipeline) gather(ctx context.Context, s *source, free, ready *SPSC[*slot]) {
 	wait := time.NewTimer(time.Hour)
 	wait.Stop()
 	defer wait.Stop()
 	var sl *slot
+	var carry *drivers.Reading
 	for {
 		if sl == nil {
 			// Background: the finishing stage hands every slot back, and this stage
@@ -76,13 +83,15 @@ func (p *Pipeline) gather(ctx context.Context, s *source, free, ready *SPSC[*slo
 			}
 			sl.reset()
 		}
-		r, ok := p.next(ctx, s, nil)
-		if !ok {
-			if sl.len() > 0 {
-				_ = ready.Push(context.Background(), sl) // closed only after this returns
+		r := carry
+		carry = nil
+		if r == nil {
+			var ok bool
+			if r, ok = p.next(ctx, s, nil); !ok {
+				return // the slot is empty and unpinned
 			}
-			return
 		}
+		sl.pin(s)
 		p.add(s, sl, r)
 		if s.batch > 1 && p.cfg.MaxWait > 0 {
 			wait.Reset(p.cfg.MaxWait)
@@ -98,10 +107,15 @@ func (p *Pipeline) gather(ctx context.Context, s *source, free, ready *SPSC[*slo
 					break
 				}
 			}
+			if sl.swapped() {
+				carry = r
+				break
+			}
 			p.add(s, sl, r)
 		}
 		wait.Stop()
 		if sl.len() == 0 {
+			sl.unpin()
 			continue // every frame was stale or failed; the slot is still free
 		}
 		_ = ready.Push(context.Background(), sl) // closed only after this returns
@@ -177,9 +191,13 @@ func (p *Pipeline) drainAs(ctx context.Context, s *source, counter *atomic.Uint6
 // slot holds one batch: the frames, and for every inspection of the source their
 // preprocessed inputs back to back.
 type slot struct {
-	frames  []frame
-	failed  []failedFrame
-	ins     []*inspection
+	frames []frame
+	failed []failedFrame
+	ins    []*inspection
+	// gens[i] is the model generation inspection i's preprocessor and batch were made
+	// for; between pin and unpin, the one the batch runs on.
+	gens    []*generation
+	pinned  bool
 	pre     []*inference.Preprocessor
 	batches []*inference.Batch
 	ctx     frameCtx
@@ -200,26 +218,94 @@ type failedFrame struct {
 	err   error
 }
 
-func newSlot(ins []*inspection, n int) (*slot, error) {
-	sl := &slot{ins: ins, frames: make([]frame, 0, n), why: make([]string, len(ins)), infer: make([]time.Duration, len(ins))}
-	for _, in := range ins {
-		pre, err := inference.NewPreprocessor(in.model.Manifest.Preprocess)
-		if err != nil {
+func newSlot(s *source, n int) (*slot, error) {
+	ins := s.inspections
+	sl := &slot{
+		ins: ins, frames: make([]frame, 0, n), why: make([]string, len(ins)), infer: make([]time.Duration, len(ins)),
+		gens: make([]*generation, len(ins)),
+		pre:  make([]*inference.Preprocessor, len(ins)), batches: make([]*inference.Batch, len(ins)),
+	}
+	for i, in := range ins {
+		if err := sl.build(i, in.h.cur.Load()); err != nil {
 			sl.close()
-			return nil, fmt.Errorf("inspection %q: %w", in.name, err)
-		}
-		b, err := in.model.Session.NewBatch(n)
-		if err != nil {
-			sl.close()
-			return nil, fmt.Errorf("inspection %q: %w", in.name, err)
-		}
-		sl.pre, sl.batches = append(sl.pre, pre), append(sl.batches, b)
-		if b.InputLen != pre.InputLen() {
-			sl.close()
-			return nil, fmt.Errorf("inspection %q: model input holds %d values per frame, preprocessing makes %d", in.name, b.InputLen, pre.InputLen())
+			return nil, err
 		}
 	}
 	return sl, nil
+}
+
+// build makes inspection i's preprocessor and batch for generation g, closing the
+// batch made for an earlier one. ONNX Runtime tensors do not belong to a session, so
+// that batch may be closed after its session was.
+func (sl *slot) build(i int, g *generation) error {
+	in, mf := sl.ins[i], g.model.Manifest
+	pre := sl.pre[i]
+	if prev := sl.gens[i]; pre == nil || prev == nil || !reflect.DeepEqual(prev.model.Manifest.Preprocess, mf.Preprocess) {
+		// A new version usually preprocesses as the old one did; keeping the
+		// preprocessor then keeps its resize tables, which the first frames after a
+		// swap would otherwise pay for.
+		pre = nil
+	}
+	sl.gens[i] = g
+	_ = sl.batches[i].Close() // a nil batch closes as a no-op
+	sl.pre[i], sl.batches[i] = nil, nil
+	if pre == nil {
+		var err error
+		if pre, err = inference.NewPreprocessor(mf.Preprocess); err != nil {
+			return fmt.Errorf("inspection %q: model %q version %q: %w", in.name, mf.Name, mf.Version, err)
+		}
+	}
+	b, err := g.model.Session.NewBatch(cap(sl.frames))
+	if err != nil {
+		return fmt.Errorf("inspection %q: model %q version %q: %w", in.name, mf.Name, mf.Version, err)
+	}
+	if b.InputLen != pre.InputLen() {
+		_ = b.Close()
+		return fmt.Errorf("inspection %q: model %q version %q: model input holds %d values per frame, preprocessing makes %d", in.name, mf.Name, mf.Version, b.InputLen, pre.InputLen())
+	}
+	sl.pre[i], sl.batches[i] = pre, b
+	return nil
+}
+
+// pin takes the models now serving the slot's inspections for the batch about to be
+// gathered, remaking a batch whose model was swapped since it was made. Only slots
+// holding frames pin: a free slot's batch may outlive its session, never delay its
+// closing.
+func (sl *slot) pin(s *source) {
+	for i, in := range sl.ins {
+		g := in.h.pin()
+		if g == sl.gens[i] && sl.batches[i] != nil {
+			continue
+		}
+		if err := sl.build(i, g); err != nil {
+			// The frames of this batch then fail to preprocess and are published as
+			// UNKNOWN with the reason error; the next batch tries again.
+			s.log.Error("cannot prepare a batch for the swapped-in model", "err", err)
+		}
+	}
+	sl.pinned = true
+}
+
+// unpin lets go of the models the batch ran on, once its results were handed over.
+func (sl *slot) unpin() {
+	if !sl.pinned {
+		return
+	}
+	for i, in := range sl.ins {
+		in.h.unpin(sl.gens[i])
+	}
+	sl.pinned = false
+}
+
+// swapped reports whether a model of the slot's inspections was swapped since the
+// batch was pinned.
+func (sl *slot) swapped() bool {
+	for i, in := range sl.ins {
+		if in.h.cur.Load() != sl.gens[i] {
+			return true
+		}
+	}
+	return false
 }
 
 func (sl *slot) len() int { return len(sl.frames) + len(sl.failed) }
@@ -234,6 +320,10 @@ func (sl *slot) reset() {
 func (sl *slot) fill(r *drivers.Reading, now time.Time) error {
 	i := len(sl.frames)
 	for j, b := range sl.batches {
+		if b == nil {
+			mf := sl.gens[j].model.Manifest
+			return fmt.Errorf("inspection %q: no batch for model %q version %q", sl.ins[j].name, mf.Name, mf.Version)
+		}
 		in, _ := b.Frame(i)
 		if err := sl.pre[j].FillReading(in, r); err != nil {
 			return fmt.Errorf("inspection %q: %w", sl.ins[j].name, err)
@@ -248,6 +338,9 @@ func (sl *slot) remove(i int) {
 	last := len(sl.frames) - 1
 	if i != last {
 		for _, b := range sl.batches {
+			if b == nil {
+				continue
+			}
 			dst, _ := b.Frame(i)
 			src, _ := b.Frame(last)
 			copy(dst, src)
@@ -290,6 +383,8 @@ func (c *frameCtx) Err() error {
 func (p *Pipeline) finish(ctx context.Context, s *source, sl *slot) {
 	begin := p.now()
 	defer func() { s.finishNS.Add(int64(p.now().Sub(begin))) }()
+	// After every result is handed over (or the frames dropped): the models may go.
+	defer sl.unpin()
 	for _, f := range sl.failed {
 		p.unknown(ctx, s, sl, f.r, f.start, publish.ReasonError)
 		s.errs.Add(1)
@@ -350,7 +445,7 @@ func (p *Pipeline) finish(ctx context.Context, s *source, sl *slot) {
 		for i, in := range sl.ins {
 			var res *publish.Result
 			if sl.why[i] != "" {
-				res = p.unknownResult(s, in, r, f.start, sl.why[i])
+				res = p.unknownResult(s, in, sl.gens[i].ref, r, f.start, sl.why[i])
 			} else {
 				res = p.result(sl, i, k)
 			}
@@ -390,17 +485,20 @@ const (
 // publish.ReasonError when the run failed, and whyStale or whyStopped when the run was
 // not made.
 func (p *Pipeline) run(ctx context.Context, s *source, sl *slot, i int, in *inspection, n int) string {
-	b := sl.batches[i]
+	b, g := sl.batches[i], sl.gens[i]
+	if b == nil {
+		return publish.ReasonError // the frames failed to preprocess and were logged then
+	}
 	if err := b.Use(n); err != nil {
 		s.log.Error("batch refused the frame count", "inspection", in.name, "err", err)
 		return publish.ReasonError
 	}
-	done, err := in.br.Allow()
+	done, err := g.br.Allow()
 	if err != nil {
 		return publish.ReasonDegraded
 	}
 	t0 := p.now()
-	err = in.model.Session.Run(ctx, b)
+	err = g.model.Session.Run(ctx, b)
 	infer := p.now().Sub(t0)
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		// The model was not asked: tell the breaker the call was given up, which it
@@ -417,7 +515,7 @@ func (p *Pipeline) run(ctx context.Context, s *source, sl *slot, i int, in *insp
 		for k := range n {
 			ids[k] = sl.frames[k].r.TraceID
 		}
-		s.log.Error("inference failed", "inspection", in.name, "frames", n, "trace_id", strings.Join(ids, ","), "err", err)
+		s.log.Error("inference failed", "inspection", in.name, "model", g.ref.Name, "version", g.ref.Version, "frames", n, "trace_id", strings.Join(ids, ","), "err", err)
 		return publish.ReasonError
 	}
 	// A moving average over about eight runs.
@@ -431,13 +529,13 @@ func (p *Pipeline) run(ctx context.Context, s *source, sl *slot, i int, in *insp
 
 // result builds inspection i's result for the batch's frame k from its outputs.
 func (p *Pipeline) result(sl *slot, i, k int) *publish.Result {
-	in, b, f := sl.ins[i], sl.batches[i], sl.frames[k]
+	in, b, f, g := sl.ins[i], sl.batches[i], sl.frames[k], sl.gens[i]
 	r := f.r
 	_, out := b.Frame(k)
-	post := in.post.Load()
+	post := g.post[in.idx].Load()
 	v := &sl.verdict
 	if err := post.Apply(out, v); err != nil {
-		return p.unknownResult(nil, in, r, f.start, publish.ReasonError)
+		return p.unknownResult(nil, in, g.ref, r, f.start, publish.ReasonError)
 	}
 	now := p.now()
 	p.metrics.verdicts.WithLabelValues(in.name, v.Verdict).Inc()
@@ -446,7 +544,7 @@ func (p *Pipeline) result(sl *slot, i, k int) *publish.Result {
 	for j, l := range labels {
 		scores[l] = float64(v.Scores[j])
 	}
-	res := p.base(in, r, f.start, now)
+	res := p.base(in, g.ref, r, f.start, now)
 	res.Verdict, res.Label, res.Score, res.Scores = v.Verdict, v.Label, float64(v.Score), scores
 	res.LatencyMS.Infer = ms(sl.infer[i])
 	return res
@@ -454,8 +552,8 @@ func (p *Pipeline) result(sl *slot, i, k int) *publish.Result {
 
 // unknown publishes an UNKNOWN result for every inspection of a frame.
 func (p *Pipeline) unknown(ctx context.Context, s *source, sl *slot, r *drivers.Reading, start time.Time, reason string) {
-	for _, in := range sl.ins {
-		if err := p.cfg.Sink.Publish(ctx, p.unknownResult(s, in, r, start, reason)); err != nil {
+	for i, in := range sl.ins {
+		if err := p.cfg.Sink.Publish(ctx, p.unknownResult(s, in, sl.gens[i].ref, r, start, reason)); err != nil {
 			s.log.Warn("result not handed to the publisher", "trace_id", r.TraceID, "seq", r.Seq, "inspection", in.name, "err", err)
 			return
 		}
@@ -464,8 +562,8 @@ func (p *Pipeline) unknown(ctx context.Context, s *source, sl *slot, r *drivers.
 
 // unknownResult is the result of a frame the model did not judge: verdict UNKNOWN, the
 // reason, and the inspection's fail-safe action for the part.
-func (p *Pipeline) unknownResult(s *source, in *inspection, r *drivers.Reading, start time.Time, reason string) *publish.Result {
-	res := p.base(in, r, start, p.now())
+func (p *Pipeline) unknownResult(s *source, in *inspection, ref publish.ModelRef, r *drivers.Reading, start time.Time, reason string) *publish.Result {
+	res := p.base(in, ref, r, start, p.now())
 	res.Verdict, res.Reason, res.Action = publish.VerdictUnknown, reason, *in.failSafe.Load()
 	p.metrics.verdicts.WithLabelValues(in.name, publish.VerdictUnknown).Inc()
 	p.metrics.unknown.WithLabelValues(in.name, reason).Inc()
@@ -475,7 +573,8 @@ func (p *Pipeline) unknownResult(s *source, in *inspection, r *drivers.Reading, 
 	return res
 }
 
-func (p *Pipeline) base(in *inspection, r *drivers.Reading, start, now time.Time) *publish.Result {
+// base is a result of frame r for inspection in, judged by the model ref names.
+func (p *Pipeline) base(in *inspection, ref publish.ModelRef, r *drivers.Reading, start, now time.Time) *publish.Result {
 	return &publish.Result{
 		V:          publish.ResultVersion,
 		ID:         newID(),
@@ -485,7 +584,7 @@ func (p *Pipeline) base(in *inspection, r *drivers.Reading, start, now time.Time
 		Source:     r.Source,
 		Seq:        r.Seq,
 		CapturedAt: r.CapturedAt,
-		Model:      in.modelInfo,
+		Model:      ref,
 		LatencyMS: publish.Latency{
 			Queue: ms(start.Sub(r.CapturedAt)),
 			Total: ms(now.Sub(r.CapturedAt)),
