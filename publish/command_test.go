@@ -5,6 +5,8 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/edgedrun/edged/spool"
 )
 
 type command struct {
@@ -16,10 +18,19 @@ type command struct {
 // after the connection was lost and made again (the subscription is renewed), and only
 // one topic level below cmd/ counts.
 func TestCommands(t *testing.T) {
+	t.Run("memory", func(t *testing.T) { testCommands(t, false) })
+	// With a spool every connection has a client of its own.
+	t.Run("spool", func(t *testing.T) { testCommands(t, true) })
+}
+
+func testCommands(t *testing.T, spooled bool) {
 	b := startBroker(t, "127.0.0.1:0")
 	px := startProxy(t, b.Addr())
 	got := make(chan command, 16)
 	cfg := testConfig(px.url())
+	if spooled {
+		cfg.Spool, _ = openSpool(t, spool.Options{Dir: t.TempDir()})
+	}
 	cfg.Commands = func(verb string, payload []byte) {
 		got <- command{verb, string(payload)}
 	}
