@@ -16,6 +16,8 @@ const usage = `edged: edge AI inspection runtime
 usage:
   edged run [-c FILE]              start inspecting (embedded defaults without -c)
   edged validate -c FILE [-probe]  check a config file (and with -probe, the devices) and exit
+  edged model COMMAND              keygen, sign, verify; push, activate, rollback,
+                                   list on boxes or a fleet (edged model help)
   edged opcua cert -out DIR        make a self-signed OPC UA client certificate and key
   edged sim dump --n N --out DIR   write a labelled data set from the line simulator
                                    (--kind vibration: vibration samples as CSV)
@@ -40,6 +42,8 @@ func run(args []string) int {
 		err = cmdValidate(args[1:])
 	case "sim":
 		err = cmdSim(args[1:])
+	case "model":
+		err = cmdModel(args[1:])
 	case "opcua":
 		err = cmdOPCUA(args[1:])
 	case "bench":

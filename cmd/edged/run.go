@@ -30,6 +30,7 @@ import (
 	"github.com/edgedrun/edged/inference"
 	"github.com/edgedrun/edged/models"
 	"github.com/edgedrun/edged/models/demo"
+	"github.com/edgedrun/edged/models/swap"
 	"github.com/edgedrun/edged/pipeline"
 	"github.com/edgedrun/edged/publish"
 	"github.com/edgedrun/edged/spool"
@@ -126,15 +127,20 @@ type daemon struct {
 	hup    <-chan os.Signal
 	reload *reloader
 	// running is the config in effect: cfg with what reloads changed.
-	running  atomic.Pointer[config.Config]
-	cfg      *config.Config
-	prof     *hwprofiles.Profile
-	log      *slog.Logger
-	reg      *prometheus.Registry
-	backend  *inference.ORT
-	spool    *spool.Spool
+	running atomic.Pointer[config.Config]
+	cfg     *config.Config
+	prof    *hwprofiles.Profile
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	backend *inference.ORT
+	spool   *spool.Spool
+	// sessions are the models' sessions until the swap manager takes them over.
 	sessions []inference.Session
-	models   map[string]*pipeline.Model
+	// models are the models loaded at start; swaps serves the pushes after it.
+	models map[string]*pipeline.Model
+	swaps  *swap.Manager
+	// commands are the MQTT commands waiting for runCommands.
+	commands chan mqttCommand
 	broker   *publish.Broker
 	pub      *publish.Publisher
 	breakers *breaker.Metrics
@@ -154,7 +160,8 @@ type daemon struct {
 }
 
 func newDaemon(cfg *config.Config, prof *hwprofiles.Profile, reasons []string, log *slog.Logger) (_ *daemon, err error) {
-	d := &daemon{cfg: cfg, prof: prof, log: log, reg: prometheus.NewRegistry(), models: map[string]*pipeline.Model{}, drivers: map[string]drivers.Driver{}}
+	d := &daemon{cfg: cfg, prof: prof, log: log, reg: prometheus.NewRegistry(), models: map[string]*pipeline.Model{}, drivers: map[string]drivers.Driver{},
+		commands: make(chan mqttCommand, commandQueueSize)}
 	d.running.Store(cfg)
 	defer func() {
 		if err != nil {
@@ -277,6 +284,7 @@ func newDaemon(cfg *config.Config, prof *hwprofiles.Profile, reasons []string, l
 		Format:         cfg.MQTT.Format,
 		Breaker:        mqttBreaker(cfg.MQTT.Breaker),
 		BreakerMetrics: d.breakers,
+		Commands:       d.onCommand,
 		Sparkplug: publish.SparkplugConfig{
 			GroupID:     cfg.MQTT.Sparkplug.GroupID,
 			EdgeNodeID:  cfg.MQTT.Sparkplug.EdgeNodeID,
@@ -349,6 +357,9 @@ func newDaemon(cfg *config.Config, prof *hwprofiles.Profile, reasons []string, l
 		Log:    log.With("component", "http"),
 	})
 	d.mountSources()
+	if err := d.newModels(repo, opts); err != nil {
+		return nil, err
+	}
 	return d, nil
 }
 
@@ -486,6 +497,15 @@ func (d *daemon) run(ctx context.Context) error {
 			errc <- fmt.Errorf("pipeline: %w", err)
 		}
 	})
+	// Model commands stop before the pipeline, so that no swap is half done when the
+	// line stops.
+	cmdCtx, stopCmds := context.WithCancel(ctx)
+	defer stopCmds()
+	cmdsDone := make(chan struct{})
+	wg.Go(func() {
+		defer close(cmdsDone)
+		d.runCommands(cmdCtx)
+	})
 	d.logStart()
 	if d.hup != nil {
 		// Reloads stop with the pipeline (a reload during shutdown has nothing left to
@@ -513,6 +533,10 @@ func (d *daemon) run(ctx context.Context) error {
 	}
 	deadline := time.NewTimer(d.cfg.ShutdownTimeout.Std())
 	defer deadline.Stop()
+	stopCmds()
+	if !waitOr(cmdsDone, deadline.C) {
+		return errors.New("shutdown: a model command did not stop within shutdown_timeout")
+	}
 	stopPipe()
 	if !waitOr(pipeDone, deadline.C) {
 		return errors.New("shutdown: the pipeline did not stop within shutdown_timeout")
@@ -599,6 +623,12 @@ func (d *daemon) close() {
 			d.log.Error("close the spool", "err", err)
 		}
 		d.spool = nil
+	}
+	if d.swaps != nil {
+		if err := d.swaps.Close(); err != nil {
+			d.log.Warn("close model sessions", "err", err)
+		}
+		d.swaps = nil
 	}
 	for _, s := range d.sessions {
 		if err := s.Close(); err != nil {

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/edgedrun/edged/health"
+	"github.com/edgedrun/edged/models/swap"
 )
 
 // statusDoc is served at /v1/status.
@@ -55,6 +56,8 @@ type modelDoc struct {
 	Name    string `json:"name"`
 	Version string `json:"version"`
 	SHA256  string `json:"sha256"`
+	// Swaps are the latest pushes, activations and rollbacks, newest first.
+	Swaps []swap.SwapRecord `json:"swaps,omitempty"`
 }
 
 type sourceCounts struct {
@@ -92,9 +95,7 @@ func (d *daemon) status() any {
 		lib := d.backend.Library()
 		doc.ONNXRuntime = ortDoc{lib.Path, lib.From, d.backend.Version()}
 	}
-	for _, m := range d.models {
-		doc.Models = append(doc.Models, modelDoc{m.Manifest.Name, m.Manifest.Version, m.Manifest.SHA256})
-	}
+	doc.Models = d.modelStatus()
 	var health map[string]health.Status
 	if d.scores != nil {
 		health = d.scores.Machines()
