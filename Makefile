@@ -103,16 +103,21 @@ FUZZTIME ?= 2m
 FUZZ_TARGETS := ./dpi/:FuzzParse ./drivers/modbus/:FuzzDecodeResponse ./drivers/modbus/:FuzzCheckHeader \
 	./drivers/opcua/:FuzzValue ./drivers/opcua/:FuzzCheckNodeID ./drivers/httpupload/:FuzzUpload \
 	./drivers/imagedir/sniff/:FuzzImage ./config/:FuzzParse ./models/:FuzzParseManifest \
-	./inference/:FuzzPreprocessEncoded ./publish/:FuzzDecodeRecord ./publish/:FuzzAppendString ./spool/:FuzzOpen
+	./inference/:FuzzPreprocessEncoded ./publish/:FuzzDecodeRecord ./publish/:FuzzAppendString ./spool/:FuzzOpen \
+	./models/:FuzzVerifyManifest ./models/:FuzzParsePublicKey ./models/swap/:FuzzParseCommand \
+	./models/fetch/:FuzzParseContentRange ./models/fetch/:FuzzParseRetryAfter
 fuzz: test-setup
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		echo "fuzz $${t%%:*} $${t##*:} for $(FUZZTIME)"; \
 		$(GO) test -run '^$$' -fuzz "^$${t##*:}$$" -fuzztime $(FUZZTIME) $${t%%:*}; \
 	done
 
-# soak: the long forms of the delivery and overload tests (minutes, not seconds).
+# soak: the long forms of the delivery, overload and model swap tests (minutes, not
+# seconds): 1000 swap cycles, 1000 kills of a repository writer, 50 kills of edged
+# during a push.
 soak: test-setup
-	EDGED_SOAK=1 $(GO) test -race -count=1 -timeout 60m -run 'Outage|Soak|Overload|Delivery' ./...
+	EDGED_SOAK=1 EDGED_SWAP_CYCLES=1000 $(GO) test -race -count=1 -timeout 60m \
+		-run 'Outage|Soak|Overload|Delivery|SwapCyclesFlat|KilledDuringPush' ./...
 
 # bench: component benchmarks (rings against channels, batching, the publisher against
 # bare paho, the spool, preprocessing, the Modbus driver against a bare goburrow loop,
@@ -122,7 +127,7 @@ soak: test-setup
 bench: test-setup $(BIN)
 	mkdir -p var
 	set -o pipefail; $(GO) test -run '^$$' -bench . -benchmem -count 5 ./pipeline/ ./publish/ ./drivers/modbus/ | tee var/bench.txt
-	set -o pipefail; $(GO) test -run '^$$' -bench . -benchmem -count 1 ./inference/ ./spool/ ./drivers/sim/ ./drivers/imagedir/ ./drivers/httpupload/ ./drivers/opcua/ ./config/ | tee -a var/bench.txt
+	set -o pipefail; $(GO) test -run '^$$' -bench . -benchmem -count 1 ./inference/ ./spool/ ./drivers/sim/ ./drivers/imagedir/ ./drivers/httpupload/ ./drivers/opcua/ ./config/ ./models/ ./models/swap/ | tee -a var/bench.txt
 	$(BIN) bench
 	$(GO) run ./internal/benchtable < var/bench.txt
 
