@@ -17,6 +17,30 @@ BenchmarkPublisherVsBarePaho/spool-2 	 40000	 27000 ns/op	 0.968 ratio	 36653 re
 PASS
 `
 
+// TestAtMost: a lower-is-better ratio fails above its bound and passes at or below it.
+func TestAtMost(t *testing.T) {
+	for _, c := range []struct {
+		ratio string
+		ok    bool
+	}{{"1.4", true}, {"2.0", true}, {"2.6", false}} {
+		rs, err := parse(strings.NewReader("BenchmarkSwapLatency-2 \t 1 \t 5 ns/op \t 1.1 steady-p99-ms \t " + c.ratio + " p99-ratio\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		print(&out, rs)
+		line := ""
+		for _, l := range strings.Split(out.String(), "\n") {
+			if strings.HasPrefix(l, "p99 latency") {
+				line = l
+			}
+		}
+		if !strings.Contains(line, "<= 2.0") || strings.Contains(line, "MISSED") == c.ok {
+			t.Errorf("ratio %s: line %q, want ok=%v", c.ratio, line, c.ok)
+		}
+	}
+}
+
 func TestTable(t *testing.T) {
 	rs, err := parse(strings.NewReader(sample))
 	if err != nil {
