@@ -593,7 +593,7 @@ func (m *Manager) activate(ctx context.Context, o *op, final string) (*Report, e
 func (m *Manager) change(ctx context.Context, o *op, stage bool) error {
 	name, version := o.rep.Name, o.rep.Version
 	cur, serving := m.p.Model(name)
-	if serving && cur != nil {
+	if serving && cur != nil && cur.Manifest.Version != version {
 		o.rep.Previous = cur.Manifest.Version
 	}
 	mf, onnx, err := m.cfg.Repo.Load(name, version)
