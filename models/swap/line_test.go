@@ -214,6 +214,14 @@ func (e *events) of(id string) []swap.Event {
 	return out
 }
 
+// reset forgets what was recorded, for tests that make thousands of changes and check
+// none of their events.
+func (e *events) reset() {
+	e.mu.Lock()
+	e.list = nil
+	e.mu.Unlock()
+}
+
 func (e *events) all() []swap.Event {
 	e.mu.Lock()
 	defer e.mu.Unlock()
