@@ -105,10 +105,10 @@ func (m *Manager) Handle(ctx context.Context, c *Command, via string) (*Report, 
 			return fetch.Open(ctx, m.cfg.Fetch, c.URL, c.Manifest.Size)
 		})
 	case ActionActivate:
-		o := m.newOp(c.ID, actionActivate, via, c.Name, c.Version)
+		o := m.newOp(c.ID, models.AuditActivate, via, c.Name, c.Version)
 		return m.activate(ctx, o, StepActivated)
 	case ActionRollback:
-		o := m.newOp(c.ID, actionRollback, via, c.Name, "")
+		o := m.newOp(c.ID, models.AuditRollback, via, c.Name, "")
 		return m.activate(ctx, o, StepRolledBack)
 	}
 	return nil, &Error{Step: StepReceived, Result: ResultRefused, Status: http.StatusBadRequest,

@@ -41,7 +41,7 @@ func (m *Manager) servePush(w http.ResponseWriter, r *http.Request) {
 	name, version := r.PathValue("name"), r.PathValue("version")
 	refuse := func(status int, err error) {
 		// Refusals here never reach Push: audit and count them the same way.
-		o := m.newOp("", actionPush, via(r), name, version)
+		o := m.newOp("", models.AuditPush, via(r), name, version)
 		writeError(w, o.fail(StepReceived, ResultRefused, status, err))
 	}
 	if err := checkNames(name, version); err != nil {

@@ -87,16 +87,6 @@ const (
 	StepFailed     = "failed"
 )
 
-// Audit actions.
-const (
-	actionPush     = "push"
-	actionStage    = "stage"
-	actionActivate = "activate"
-	actionRollback = "rollback"
-	actionRefuse   = "refuse"
-	actionRemove   = "remove"
-)
-
 // EventKind is the kind of every event the manager publishes.
 const EventKind = "model"
 
@@ -325,7 +315,7 @@ func (o *op) fail(step, result string, status int, err error) error {
 	o.rep.TookMS = msSince(o.begin, time.Now())
 	action := o.action
 	if result == ResultRefused {
-		action = actionRefuse
+		action = models.AuditRefuse
 	}
 	o.m.audit(o, action, err.Error())
 	o.m.count(o, result)
@@ -342,7 +332,7 @@ func (o *op) done(result string) *Report {
 	o.rep.TookMS = msSince(o.begin, time.Now())
 	action := o.action
 	if result == ResultStaged {
-		action = actionStage
+		action = models.AuditStage
 	}
 	o.m.audit(o, action, ResultOK)
 	o.m.count(o, result)
@@ -418,9 +408,9 @@ func (m *Manager) Push(ctx context.Context, r Request) (*Report, error) {
 type opener func(ctx context.Context) (io.ReadCloser, error)
 
 func (m *Manager) push(ctx context.Context, r Request, open opener) (*Report, error) {
-	action := actionPush
+	action := models.AuditPush
 	if r.Stage {
-		action = actionStage
+		action = models.AuditStage
 	}
 	mf := r.Manifest
 	if mf == nil {
@@ -537,20 +527,20 @@ func installStatus(err error) int {
 
 // Activate makes an installed version serve: load, check, warm up, golden, swap.
 func (m *Manager) Activate(ctx context.Context, name, version, via string) (*Report, error) {
-	o := m.newOp("", actionActivate, via, name, version)
+	o := m.newOp("", models.AuditActivate, via, name, version)
 	return m.activate(ctx, o, StepActivated)
 }
 
 // Rollback makes the version that was active before the current one serve again.
 func (m *Manager) Rollback(ctx context.Context, name, via string) (*Report, error) {
-	o := m.newOp("", actionRollback, via, name, "")
+	o := m.newOp("", models.AuditRollback, via, name, "")
 	return m.activate(ctx, o, StepRolledBack)
 }
 
 func (m *Manager) activate(ctx context.Context, o *op, final string) (*Report, error) {
 	name := o.rep.Name
 	check := o.rep.Version
-	if o.action == actionRollback {
+	if o.action == models.AuditRollback {
 		check = "x" // the version comes from the repository
 	}
 	if err := checkNames(name, check); err != nil {
@@ -560,7 +550,7 @@ func (m *Manager) activate(ctx context.Context, o *op, final string) (*Report, e
 		return nil, o.fail(StepReceived, ResultFailed, http.StatusServiceUnavailable, fmt.Errorf("%s %s %s: %w", o.action, name, o.rep.Version, err))
 	}
 	defer m.unlock()
-	if o.action == actionRollback {
+	if o.action == models.AuditRollback {
 		// Under the lock, so that the target is the previous version of what serves now.
 		prev, err := m.cfg.Repo.Previous(name)
 		if err != nil {
@@ -701,7 +691,7 @@ func (m *Manager) prune(o *op) {
 		m.log.Error("old model versions not pruned", "model", o.rep.Name, "keep", m.cfg.Keep, "err", err)
 	}
 	for _, v := range removed {
-		m.audit(&op{rep: &Report{Name: o.rep.Name, Version: v}, via: o.via}, actionRemove, ResultOK)
+		m.audit(&op{rep: &Report{Name: o.rep.Name, Version: v}, via: o.via}, models.AuditRemove, ResultOK)
 		m.log.Info("old model version removed", "model", o.rep.Name, "version", v, "keep", m.cfg.Keep)
 	}
 }
