@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"math"
@@ -590,5 +591,46 @@ func TestDeadlinePassingAtTheRun(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestNGResultsCarryTheirImage: an NG result holds a copy of its frame's image (the
+// reading's buffer goes back to its pool), and no other result holds one.
+func TestNGResultsCarryTheirImage(t *testing.T) {
+	g, s := newGate(t), &sink{}
+	h := start(t, Config{RingSize: 8, Sink: s}, Source{Spec: drivers.Spec{Budget: time.Minute}, Driver: g},
+		Inspection{Model: model(t)})
+	for _, threshold := range []float32{1e-6, 0.999999} {
+		if err := h.p.SetInspection("el", InspectionSettings{Threshold: threshold}); err != nil {
+			t.Fatal(err)
+		}
+		for range 4 {
+			g.send(t)
+		}
+		waitFor(t, "frames done", 5*time.Second, func() bool { c, _ := h.p.Counts("cam"); return c.InFlight == 0 })
+	}
+	h.stop()
+	if len(s.results) != 8 {
+		t.Fatalf("%d results", len(s.results))
+	}
+	ng := 0
+	for _, r := range s.results {
+		if (r.Verdict == publish.VerdictNG) != (r.Image != nil) {
+			t.Fatalf("verdict %s with image %v", r.Verdict, r.Image != nil)
+		}
+		if r.Image == nil {
+			continue
+		}
+		ng++
+		src := g.imgs[r.Seq%uint64(len(g.imgs))]
+		if r.Image.Format != string(drivers.FormatGray8) || r.Image.Width != src.Width || r.Image.Height != src.Height {
+			t.Errorf("image %s %dx%d, frame %s %dx%d", r.Image.Format, r.Image.Width, r.Image.Height, src.Format, src.Width, src.Height)
+		}
+		if !bytes.Equal(r.Image.Data, src.Data) || &r.Image.Data[0] == &src.Data[0] {
+			t.Errorf("seq %d: the image is not a copy of its frame", r.Seq)
+		}
+	}
+	if ng < 4 {
+		t.Errorf("%d NG results, want at least the 4 at threshold 1e-6", ng)
 	}
 }

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -547,6 +548,11 @@ func (p *Pipeline) result(sl *slot, i, k int) *publish.Result {
 	res := p.base(in, g.ref, r, f.start, now)
 	res.Verdict, res.Label, res.Score, res.Scores = v.Verdict, v.Label, float64(v.Score), scores
 	res.LatencyMS.Infer = ms(sl.infer[i])
+	if v.Verdict == publish.VerdictNG && r.Image != nil && len(r.Image.Data) > 0 {
+		// The reading's buffer goes back to its pool once the frame is done; the
+		// rejects the line page shows need their own copy. Only NG frames pay for it.
+		res.Image = &publish.Image{Format: string(r.Image.Format), Width: r.Image.Width, Height: r.Image.Height, Data: bytes.Clone(r.Image.Data)}
+	}
 	return res
 }
 

@@ -56,6 +56,18 @@ type Result struct {
 	// source's budget), for sinks that act on the line: a reject written after it
 	// misses the part. It is not published.
 	Deadline time.Time `json:"-"`
+	// Image is the frame's image on an NG verdict from an image source, a copy the
+	// result owns: the line page shows the latest rejects. It is not published.
+	Image *Image `json:"-"`
+}
+
+// Image is a frame's image as a source delivered it.
+type Image struct {
+	// Format is "gray8" (raw 8-bit luminance, Width*Height bytes, row-major), "png",
+	// "jpeg" or "bmp".
+	Format        string
+	Width, Height int
+	Data          []byte
 }
 
 // Reasons an UNKNOWN result gives.
