@@ -34,6 +34,8 @@ type Options struct {
 	Session inference.SessionOptions
 	// Distinct pre-rendered frames, cycled.
 	Distinct int
+	// Round, when set, is called after each paired round with the rounds done.
+	Round func(done int)
 }
 
 // Report holds one run's figures.
@@ -92,7 +94,7 @@ func Run(ctx context.Context, backend inference.Backend, m *models.Manifest, onn
 	if _, _, _, err := runPipeline(ctx, sess, m, frames, min(o.Frames, 200), o.Workers); err != nil {
 		return nil, err
 	}
-	for range o.Rounds {
+	for round := range o.Rounds {
 		// Alternate so drift in machine load falls on both alike.
 		fps, allocs, err := bare.run(ctx, o.Frames)
 		if err != nil {
@@ -109,6 +111,9 @@ func Run(ctx context.Context, backend inference.Backend, m *models.Manifest, onn
 		rep.PipelineRoundsFPS = append(rep.PipelineRoundsFPS, pfps)
 		if pfps > rep.PipelineFPS {
 			rep.PipelineFPS, rep.PipelineAllocs, rep.PipelineBytes = pfps, pallocs, pbytes
+		}
+		if o.Round != nil {
+			o.Round(round + 1)
 		}
 	}
 	ratios := make([]float64, len(rep.BareRoundsFPS))

@@ -14,6 +14,7 @@ import (
 	"github.com/edgedrun/edged/inference"
 	"github.com/edgedrun/edged/models/demo"
 	"github.com/edgedrun/edged/perf"
+	"github.com/edgedrun/edged/progress"
 )
 
 func cmdBench(args []string) error {
@@ -44,7 +45,10 @@ func cmdBench(args []string) error {
 	if err != nil {
 		return err
 	}
+	bar := progress.New(os.Stderr, "bench", int64(o.Rounds), progress.Options{Unit: "rounds"})
+	o.Round = func(done int) { bar.Set(int64(done), 0, "") }
 	rep, err := perf.Run(ctx, backend, m, onnx, o)
+	bar.Done()
 	if err != nil {
 		return err
 	}

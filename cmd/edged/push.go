@@ -24,6 +24,7 @@ import (
 
 	"github.com/edgedrun/edged/models"
 	"github.com/edgedrun/edged/models/swap"
+	"github.com/edgedrun/edged/progress"
 	"github.com/edgedrun/edged/publish"
 )
 
@@ -395,7 +396,8 @@ func fleetRemote(f *remoteFlags, cmd *swap.Command) error {
 	if len(canary) == 0 {
 		waves, names = [][]string{rest}, []string{"fleet"}
 	}
-	done := 0
+	bar := progress.New(os.Stdout, cmd.Action+" "+cmdSubject(cmd), int64(len(nodes)), progress.Options{Unit: "boxes"})
+	defer bar.Done()
 	for w, wave := range waves {
 		if len(wave) == 0 {
 			continue
@@ -406,7 +408,7 @@ func fleetRemote(f *remoteFlags, cmd *swap.Command) error {
 				return fmt.Errorf("send to %s: %v", n, tokenErr(tok))
 			}
 		}
-		failed, err := waitWave(events, wave, f.timeout, start, &done, len(nodes))
+		failed, err := waitWave(events, wave, f.timeout, start, bar)
 		if err != nil {
 			return err
 		}
@@ -416,8 +418,9 @@ func fleetRemote(f *remoteFlags, cmd *swap.Command) error {
 			}
 			return fmt.Errorf("%d of %d boxes failed: %s", len(failed), len(nodes), strings.Join(failed, ", "))
 		}
-		fmt.Printf("%s: %d boxes done at %s\n", names[w], len(wave), time.Since(start).Round(time.Millisecond))
+		bar.Println(fmt.Sprintf("%s: %d boxes done at %s", names[w], len(wave), time.Since(start).Round(time.Millisecond)))
 	}
+	bar.Done()
 	fmt.Printf("all %d boxes done in %s\n", len(nodes), time.Since(start).Round(time.Millisecond))
 	return nil
 }
@@ -429,9 +432,9 @@ func cmdSubject(c *swap.Command) string {
 	return c.Name
 }
 
-// waitWave waits until every node of the wave has reported its outcome, printing a
-// line per node as it comes; it returns the nodes that failed.
-func waitWave(events <-chan fleetEvent, wave []string, timeout time.Duration, start time.Time, done *int, total int) ([]string, error) {
+// waitWave waits until every node of the wave has reported its outcome, showing each
+// as it comes; it returns the nodes that failed.
+func waitWave(events <-chan fleetEvent, wave []string, timeout time.Duration, start time.Time, bar *progress.Bar) ([]string, error) {
 	pending := map[string]bool{}
 	for _, n := range wave {
 		pending[n] = true
@@ -445,20 +448,15 @@ func waitWave(events <-chan fleetEvent, wave []string, timeout time.Duration, st
 			if !pending[ev.node] {
 				continue
 			}
-			final := false
 			switch ev.step {
 			case "activated", "staged", "rolled_back":
-				final = true
-				*done++
-				fmt.Printf("[%d/%d] %s: %s at %s\n", *done, total, ev.node, ev.step, time.Since(start).Round(time.Millisecond))
-			case "failed":
-				final = true
-				*done++
-				failed = append(failed, ev.node)
-				fmt.Printf("[%d/%d] %s: failed: %s\n", *done, total, ev.node, ev.reason)
-			}
-			if final {
 				delete(pending, ev.node)
+				bar.Note(1, fmt.Sprintf("%s %s at %s", ev.node, ev.step, time.Since(start).Round(time.Millisecond)))
+			case "failed":
+				delete(pending, ev.node)
+				failed = append(failed, ev.node)
+				bar.Add(1)
+				bar.Println(fmt.Sprintf("%s failed: %s", ev.node, ev.reason))
 			}
 		case <-ctx.Done():
 			var left []string

@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/edgedrun/edged/drivers/sim"
+	"github.com/edgedrun/edged/progress"
 )
 
 const simUsage = `usage:
@@ -89,7 +90,9 @@ func cmdSimDump(args []string, stdout, stderr io.Writer) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	counts, err := sim.Dump(ctx, *out, *n, cfg)
+	bar := progress.New(stderr, "sim dump", int64(*n), progress.Options{Unit: "images"})
+	counts, err := sim.DumpProgress(ctx, *out, *n, cfg, func(done int) { bar.Set(int64(done), 0, "") })
+	bar.Done()
 	if err != nil {
 		return err
 	}

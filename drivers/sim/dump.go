@@ -21,6 +21,12 @@ const LabelsFile = "labels.csv"
 // was cut short has none and is not mistaken for a whole one; files left in dir by an
 // earlier dump are overwritten, not removed, and the index lists only this one's.
 func Dump(ctx context.Context, dir string, n int, cfg *Config) (map[string]int, error) {
+	return DumpProgress(ctx, dir, n, cfg, nil)
+}
+
+// DumpProgress is Dump that calls progress, when set, after each image written with
+// the count so far.
+func DumpProgress(ctx context.Context, dir string, n int, cfg *Config, progress func(done int)) (map[string]int, error) {
 	if n <= 0 {
 		return nil, fmt.Errorf("dump: n %d is not positive", n)
 	}
@@ -57,6 +63,9 @@ func Dump(ctx context.Context, dir string, n int, cfg *Config) (map[string]int, 
 		index = append(index, ',')
 		index = append(index, label...)
 		index = append(index, '\n')
+		if progress != nil {
+			progress(i)
+		}
 	}
 	if err := writeAtomic(filepath.Join(dir, LabelsFile), index); err != nil {
 		return counts, fmt.Errorf("dump: %w", err)

@@ -1,0 +1,19 @@
+//go:build !linux
+
+package progress
+
+import (
+	"io"
+	"os"
+)
+
+// IsTerminal reports whether w is a character device, which outside Linux is taken
+// for a terminal.
+func IsTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
