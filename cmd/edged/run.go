@@ -28,6 +28,7 @@ import (
 	"github.com/edgedrun/edged/health"
 	"github.com/edgedrun/edged/hwprofiles"
 	"github.com/edgedrun/edged/inference"
+	"github.com/edgedrun/edged/linepage"
 	"github.com/edgedrun/edged/models"
 	"github.com/edgedrun/edged/models/demo"
 	"github.com/edgedrun/edged/models/swap"
@@ -154,7 +155,9 @@ type daemon struct {
 	proxies []*dpi.Proxy
 	alerts  *alertQueue
 	// scores raises and clears the inspections' alerts; nil when none has one.
-	scores  *health.Sink
+	scores *health.Sink
+	// page is the line page: it sees every result right after the waiting drivers.
+	page    *linepage.Page
 	http    *api.Server
 	started time.Time
 }
@@ -315,7 +318,15 @@ func newDaemon(cfg *config.Config, prof *hwprofiles.Profile, reasons []string, l
 	if d.scores != nil {
 		next = d.scores
 	}
-	d.verdicts.SetNext(next)
+	if d.page, err = linepage.New(linepage.Config{
+		Status:     d.status,
+		Title:      cfg.Node.Site + "/" + cfg.Node.Line + "/" + cfg.Node.Name,
+		Registerer: d.reg,
+		Log:        log.With("component", "linepage"),
+	}, next); err != nil {
+		return nil, err
+	}
+	d.verdicts.SetNext(d.page)
 	d.pipe, err = pipeline.New(pipeline.Config{
 		Identity:     pipeline.Identity{Node: cfg.Node.Name},
 		RingSize:     cfg.Pipeline.RingSize,
@@ -357,6 +368,9 @@ func newDaemon(cfg *config.Config, prof *hwprofiles.Profile, reasons []string, l
 		Log:    log.With("component", "http"),
 	})
 	d.mountSources()
+	for pattern, h := range d.page.Routes() {
+		d.http.Handle(pattern, h)
+	}
 	if err := d.newModels(repo, opts); err != nil {
 		return nil, err
 	}
@@ -467,6 +481,9 @@ func (d *daemon) run(ctx context.Context) error {
 	if d.scores != nil {
 		sinks.Go(func() { _ = d.scores.Run(wbCtx) })
 	}
+	// The line page's event streams end with it, before the HTTP server waits for its
+	// connections to close.
+	sinks.Go(func() { _ = d.page.Run(wbCtx) })
 	alertCtx, stopAlerts := context.WithCancel(bg)
 	defer stopAlerts()
 	alertsDone := make(chan struct{})
