@@ -5,6 +5,8 @@ import (
 	"math"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgedrun/edged/publish"
 )
 
 // RateReporter is implemented by drivers that can say their current rate (after
@@ -81,6 +83,17 @@ func newMetrics(reg prometheus.Registerer, p *Pipeline) (*metrics, error) {
 	for _, col := range []prometheus.Collector{m.inferSeconds, m.batchSize, m.verdicts, m.unknown, m.modelInfo, c} {
 		if err := reg.Register(col); err != nil {
 			return nil, fmt.Errorf("register pipeline metrics: %w", err)
+		}
+	}
+	// Every series the dashboards and alert rules read exists at zero from the start:
+	// increase() and rate() see nothing of a series' first event otherwise, so the first
+	// NG or UNKNOWN of an inspection would never count.
+	for name := range p.byIns {
+		for _, v := range []string{publish.VerdictOK, publish.VerdictNG, publish.VerdictUnknown} {
+			m.verdicts.WithLabelValues(name, v)
+		}
+		for _, reason := range []string{publish.ReasonDegraded, publish.ReasonError} {
+			m.unknown.WithLabelValues(name, reason)
 		}
 	}
 	return m, nil

@@ -256,6 +256,11 @@ func New(cfg Config, p Pipeline) (*Manager, error) {
 		if pm, ok := p.Model(n); ok && pm != nil {
 			m.serving[n] = pm
 		}
+		// At zero from the start, so that increase() in an alert rule sees the first
+		// failed swap of a model rather than only the ones after it.
+		for _, r := range []string{ResultOK, ResultStaged, ResultRefused, ResultFailed} {
+			swaps.WithLabelValues(n, r)
+		}
 	}
 	return m, nil
 }
