@@ -67,7 +67,8 @@
     img.addEventListener("error", () => f.classList.add("gone"));
     f.appendChild(img);
     const cap = el("figcaption");
-    cap.appendChild(el("span", "label", m.label || "NG"));
+    // A break may fall after an underscore (broken_|finger), never inside a word.
+    cap.appendChild(el("span", "label", (m.label || "NG").replace(/_/g, "_\u200b")));
     const line = el("div", "line");
     line.appendChild(el("span", "score", score(m.score)));
     line.appendChild(el("time", "time", clock(m.captured_at).slice(0, 8)));
