@@ -16,11 +16,13 @@ ORT_LIBS    := $(ORT_DIR)/linux-x64/libonnxruntime.so.1 $(ORT_DIR)/linux-arm64/l
 # Debian packages the test suite runs against: mosquitto; libmodbus with a C compiler
 # for the independent Modbus server the tests build from testdata; mbpoll, a Modbus
 # client of its own, for the traffic guard's tests.
-TEST_DEBS := mosquitto mosquitto-clients libmodbus-dev gcc libc6-dev mbpoll
+TEST_DEBS := mosquitto mosquitto-clients libmodbus-dev gcc libc6-dev mbpoll prometheus chromium
 
 # node-opcua, the independent OPC UA server of the tests (secured endpoints, restarts),
 # pinned by its lockfile.
 OPCUA_SERVER := drivers/opcua/testdata/nodeserver
+# The line page's browser test: playwright-core drives Debian's chromium.
+BROWSER_TEST := cmd/edged/testdata/browser
 
 BIN := bin/edged
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -90,6 +92,10 @@ test-setup: ort
 	@if [ ! -d $(OPCUA_SERVER)/node_modules ] || [ $(OPCUA_SERVER)/package-lock.json -nt $(OPCUA_SERVER)/node_modules ]; then \
 		echo "installing the OPC UA test server (node-opcua, from $(OPCUA_SERVER)/package-lock.json)"; \
 		npm ci --silent --no-audit --no-fund --prefix $(OPCUA_SERVER) && touch $(OPCUA_SERVER)/node_modules; \
+	fi
+	@if [ ! -d $(BROWSER_TEST)/node_modules ] || [ $(BROWSER_TEST)/package-lock.json -nt $(BROWSER_TEST)/node_modules ]; then \
+		echo "installing the browser test driver (playwright-core, from $(BROWSER_TEST)/package-lock.json)"; \
+		npm ci --silent --no-audit --no-fund --prefix $(BROWSER_TEST) && touch $(BROWSER_TEST)/node_modules; \
 	fi
 
 test: test-setup
