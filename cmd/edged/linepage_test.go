@@ -216,20 +216,28 @@ func linePageConfig(t *testing.T, broker string) *testLine {
 // edged runs the simulator: the stream goes live, verdicts arrive newest first, an NG
 // image loads from the box, the counters, the active model and the source show, no
 // banner is up, nothing is fetched from elsewhere and nothing but reads is asked, all
-// without the admin token. Then edged is stopped (SIGTERM, exit 0 with the page
+// without the admin token. A model pushed meanwhile shows as the active version, in
+// the swap history, and in the verdicts after it. Then edged is stopped (SIGTERM, exit 0 with the page
 // attached): the page says the stream is down; edged starts again on the same address
 // and the page reconnects by itself and shows the new run's verdicts. The screenshot is
 // kept as an artefact (and becomes docs/linepage.png with EDGED_UPDATE_SCREENSHOT=1).
 func TestLinePageInBrowser(t *testing.T) {
 	node := requireBrowser(t)
+	s := newSigner(t)
 	l := linePageConfig(t, "embedded")
+	replaceConfig(t, l, fmt.Sprintf(`models: {dir: "%s"}`, l.modelsDir), fmt.Sprintf(`models: {dir: "%s", trusted_keys: ["%s"]}`, l.modelsDir, s.pub))
 	p := startEdged(t, "run", "-c", l.config)
 	waitReady(t, p, l.httpAddr)
 	version := servingVersion(t, l.httpAddr, "el-defect")
 	shot := artifactPath(t, "linepage.png")
 
 	b := startBrowser(t, node, "--url=http://"+l.httpAddr+"/", "--screenshot="+shot, "--scenario=restart",
-		"--inspection=el", "--source=cam", "--model=el-defect", "--version="+version)
+		"--inspection=el", "--source=cam", "--model=el-defect", "--version="+version, "--push=1.1.0")
+	b.expect(t, "push", 45*time.Second)
+	if code, out := edgedCLI(t, "model", "push", "-box", "http://"+l.httpAddr, "-token", pageToken,
+		"-manifest", s.sign(t, "1.1.0"), "-model", s.modelFile); code != 0 {
+		t.Fatalf("model push while the page watches: exit %d\n%s", code, out)
+	}
 	b.expect(t, "restart", 45*time.Second)
 	if code := p.stop(t, syscall.SIGTERM, 20*time.Second); code != 0 {
 		t.Fatalf("edged exited %d on SIGTERM with the line page open, want 0", code)

@@ -4,10 +4,11 @@
 //
 //   node linepage.js --url=http://127.0.0.1:PORT/ --screenshot=FILE --scenario=restart|banner
 //                    [--inspection=el] [--source=cam] [--model=el-defect] [--version=V]
-//                    [--timeout-ms=75000]
+//                    [--push=V2] [--timeout-ms=75000]
 //
 // Control channel: lines on stdout ask the Go side to act on the line, which it does
 // before it reads the next one:
+//   push           push version --push of the model to edged (restart scenario, when given)
 //   restart        stop edged (SIGTERM); start it again once "down" follows
 //   down           the page has shown the event stream is down
 //   stop-broker    stop the MQTT broker
@@ -28,7 +29,7 @@ const RESTART_SEQ = 120;
 
 function parseArgs(argv) {
   const o = {
-    scenario: 'restart', inspection: 'el', source: 'cam', model: 'el-defect', version: '',
+    scenario: 'restart', inspection: 'el', source: 'cam', model: 'el-defect', version: '', push: '',
     'timeout-ms': '75000',
   };
   for (const a of argv) {
@@ -253,6 +254,23 @@ async function restartScenario(page, o, budget, summary, down, live) {
     o.source, budget(10000), pageState);
   await step(page, '#banner hidden (broker connected, breakers closed)',
     () => { const b = document.querySelector('#banner'); return b && b.hidden; }, null, budget(10000), pageState);
+
+  if (o.push) {
+    // A model pushed while the page watches: the active version changes, the swap shows
+    // in the history, and the verdicts after it name the new version.
+    tell('push');
+    summary.swap = await step(page, `#models shows ${o.model} ${o.push} and the swap from ${o.version} in its history`,
+      ([name, version, from]) => {
+        const li = [...document.querySelectorAll('#models li[data-model]')].find((r) => r.getAttribute('data-model') === name);
+        const v = li && li.querySelector('span.version');
+        if (!v || !v.textContent.includes(version)) return null;
+        const swaps = [...li.querySelectorAll('ul.swaps li')].map((e) => e.textContent.replace(/\s+/g, ' ').trim());
+        return swaps.some((e) => e.includes(from) && e.includes(version)) ? { version: v.textContent.trim(), swaps } : null;
+      }, [o.model, o.push, o.version], budget(20000), pageState);
+    await step(page, `an li.result judged by ${o.model} ${o.push}`,
+      (v) => [...document.querySelectorAll('#verdicts li.result')].some((e) => e.textContent.includes(v)),
+      o.push, budget(20000), pageState);
+  }
 
   // A panel PC has no room to scroll sideways.
   const width = await page.evaluate(() => document.documentElement.scrollWidth);
