@@ -217,6 +217,15 @@ func appendFloat(dst []byte, f float64) []byte {
 	return dst
 }
 
+// AppendJSONString appends s as a JSON string escaped as the result payload is (HTML
+// characters and U+2028/9 included, invalid UTF-8 as U+FFFD), for other encoders of
+// result fields such as the line page's.
+func AppendJSONString(dst []byte, s string) []byte { return appendString(dst, s) }
+
+// AppendJSONFloat appends f as the result payload writes numbers; NaN and Inf, which
+// JSON cannot carry, become null.
+func AppendJSONFloat(dst []byte, f float64) []byte { return appendFloat(dst, f) }
+
 const hexDigits = "0123456789abcdef"
 
 // jsonSafe marks the ASCII bytes a JSON string can carry as they are: a table lookup per
