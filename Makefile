@@ -111,7 +111,8 @@ FUZZ_TARGETS := ./dpi/:FuzzParse ./drivers/modbus/:FuzzDecodeResponse ./drivers/
 	./drivers/imagedir/sniff/:FuzzImage ./config/:FuzzParse ./models/:FuzzParseManifest \
 	./inference/:FuzzPreprocessEncoded ./publish/:FuzzDecodeRecord ./publish/:FuzzAppendString ./spool/:FuzzOpen \
 	./models/:FuzzVerifyManifest ./models/:FuzzParsePublicKey ./models/swap/:FuzzParseCommand \
-	./models/fetch/:FuzzParseContentRange ./models/fetch/:FuzzParseRetryAfter
+	./models/fetch/:FuzzParseContentRange ./models/fetch/:FuzzParseRetryAfter ./linepage/:FuzzResultEvent \
+	./hwprofiles/:FuzzParseNVPModel ./hwprofiles/:FuzzParseSysfsInt
 fuzz: test-setup
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		echo "fuzz $${t%%:*} $${t##*:} for $(FUZZTIME)"; \

@@ -12,6 +12,12 @@
 //
 // Resolve is the entry point for the daemon: "auto" detects the board, any other name
 // loads that profile; both adapt it to the cores found.
+//
+// The package also reads what the board says about itself beyond the profile, all of it
+// from a root file system given as an fs.FS so tests and support run it on copied trees:
+// the Jetson power rails (PowerMeter, exported as edged_board_power_watts), the nvpmodel
+// power mode (ReadPowerMode, ParseNVPModelQuery) and whether the GPU execution
+// providers' libraries are installed (CheckProviders).
 package hwprofiles
 
 import (

@@ -21,6 +21,8 @@ usage:
   edged opcua cert -out DIR        make a self-signed OPC UA client certificate and key
   edged sim dump --n N --out DIR   write a labelled data set from the line simulator
                                    (--kind vibration: vibration samples as CSV)
+  edged hw [-root DIR] [-c FILE]   hardware profile and why, provider libraries, power
+                                   mode, board power
   edged bench [flags]              measure pipeline throughput against bare inference
   edged version                    print the version
 `
@@ -44,6 +46,8 @@ func run(args []string) int {
 		err = cmdSim(args[1:])
 	case "model":
 		err = cmdModel(args[1:])
+	case "hw":
+		err = cmdHW(args[1:])
 	case "opcua":
 		err = cmdOPCUA(args[1:])
 	case "bench":

@@ -157,7 +157,10 @@ type daemon struct {
 	// scores raises and clears the inspections' alerts; nil when none has one.
 	scores *health.Sink
 	// page is the line page: it sees every result right after the waiting drivers.
-	page    *linepage.Page
+	page *linepage.Page
+	// power reads the board's power rails; nil off Jetson boards.
+	power   *hwprofiles.PowerMeter
+	eff     efficiency
 	http    *api.Server
 	started time.Time
 }
@@ -182,6 +185,13 @@ func newDaemon(cfg *config.Config, prof *hwprofiles.Profile, reasons []string, l
 
 	if d.backend, err = inference.OpenORT(cfg.Runtime.ORTLibrary); err != nil {
 		return nil, err
+	}
+	checkHardware(cfg, prof, d.backend.Library(), log)
+	if d.power, err = hwprofiles.NewPowerMeter(os.DirFS("/"), d.reg); err != nil {
+		return nil, err
+	}
+	if d.power != nil {
+		d.power.Log = log.With("component", "power")
 	}
 	repo, err := models.OpenRepository(cfg.Models.Dir)
 	if err != nil {
@@ -427,7 +437,7 @@ func (d *daemon) run(ctx context.Context) error {
 	bg, cancelBG := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelBG()
 	var wg sync.WaitGroup
-	errc := make(chan error, 5+len(d.proxies))
+	errc := make(chan error, 6+len(d.proxies))
 	start := func(name string, fn func(context.Context) error, c context.Context) {
 		wg.Go(func() {
 			if err := fn(c); err != nil {
@@ -446,6 +456,9 @@ func (d *daemon) run(ctx context.Context) error {
 			wg.Wait()
 			return err
 		}
+	}
+	if d.power != nil {
+		start("board power", func(c context.Context) error { return d.power.Run(c, 2*time.Second) }, bg)
 	}
 	httpCtx, stopHTTP := context.WithCancel(bg)
 	defer stopHTTP()

@@ -21,6 +21,8 @@ type statusDoc struct {
 	MQTT        mqttDoc              `json:"mqtt"`
 	// Breakers maps each breaker (inference:<model>, mqtt) to closed, half_open or open.
 	Breakers map[string]string `json:"breakers"`
+	// Power is the board's power draw and images per joule; on Jetson boards only.
+	Power *powerDoc `json:"power,omitempty"`
 }
 
 type sourceDoc struct {
@@ -96,6 +98,7 @@ func (d *daemon) status() any {
 		doc.ONNXRuntime = ortDoc{lib.Path, lib.From, d.backend.Version()}
 	}
 	doc.Models = d.modelStatus()
+	doc.Power = d.powerStatus()
 	var health map[string]health.Status
 	if d.scores != nil {
 		health = d.scores.Machines()
