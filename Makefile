@@ -16,7 +16,7 @@ ORT_LIBS    := $(ORT_DIR)/linux-x64/libonnxruntime.so.1 $(ORT_DIR)/linux-arm64/l
 # Debian packages the test suite runs against: mosquitto; libmodbus with a C compiler
 # for the independent Modbus server the tests build from testdata; mbpoll, a Modbus
 # client of its own, for the traffic guard's tests.
-TEST_DEBS := mosquitto mosquitto-clients libmodbus-dev gcc libc6-dev mbpoll prometheus chromium
+TEST_DEBS := mosquitto mosquitto-clients libmodbus-dev gcc libc6-dev mbpoll prometheus chromium shellcheck curl systemd
 
 # node-opcua, the independent OPC UA server of the tests (secured endpoints, restarts),
 # pinned by its lockfile.
@@ -28,7 +28,7 @@ BIN := bin/edged
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 GOFLAGS_BUILD := -trimpath -ldflags "-X main.buildVersion=$(VERSION)"
 
-.PHONY: all build run run-plc run-vibration test test-setup fuzz soak bench ort model model-scalar model-vibration clean vet
+.PHONY: all build run run-plc run-vibration test test-setup fuzz soak bench ort model model-scalar model-vibration clean vet dist
 
 all: build
 
@@ -160,5 +160,10 @@ model-scalar:
 vet:
 	$(GO) vet ./...
 
+# dist: release tarballs dist/edged-$(VERSION)-linux-{amd64,arm64,riscv64}.tar.gz with
+# dist/SHA256SUMS (arm64 needs Debian's gcc-aarch64-linux-gnu; riscv64 builds without cgo).
+dist: ort
+	VERSION=$(VERSION) GO=$(GO) deploy/dist.sh
+
 clean:
-	rm -rf bin var
+	rm -rf bin var dist
