@@ -16,7 +16,8 @@ ORT_LIBS    := $(ORT_DIR)/linux-x64/libonnxruntime.so.1 $(ORT_DIR)/linux-arm64/l
 # Debian packages the test suite runs against: mosquitto; libmodbus with a C compiler
 # for the independent Modbus server the tests build from testdata; mbpoll, a Modbus
 # client of its own, for the traffic guard's tests.
-TEST_DEBS := mosquitto mosquitto-clients libmodbus-dev gcc libc6-dev mbpoll prometheus chromium shellcheck curl systemd
+TEST_DEBS := mosquitto mosquitto-clients libmodbus-dev gcc libc6-dev mbpoll prometheus chromium shellcheck curl systemd \
+	qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross
 
 # node-opcua, the independent OPC UA server of the tests (secured endpoints, restarts),
 # pinned by its lockfile.
@@ -28,7 +29,7 @@ BIN := bin/edged
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 GOFLAGS_BUILD := -trimpath -ldflags "-X main.buildVersion=$(VERSION)"
 
-.PHONY: all build run run-plc run-vibration test test-setup fuzz soak bench ort model model-scalar model-vibration clean vet dist
+.PHONY: all build run run-plc run-vibration test test-setup fuzz soak bench ort model model-scalar model-vibration clean vet dist build-arm64 test-arm64
 
 all: build
 
@@ -159,6 +160,15 @@ model-scalar:
 
 vet:
 	$(GO) vet ./...
+
+# build-arm64: edged for arm64 boxes (Jetson), cross-compiled with cgo.
+build-arm64:
+	VERSION=$(VERSION) GO=$(GO) cross/build-arm64.sh bin/edged-linux-arm64
+
+# test-arm64: the inference tests and the demo models' outputs (against amd64's) under
+# qemu-aarch64 with the arm64 ONNX Runtime, then the arm64 edged end to end.
+test-arm64: ort
+	GO=$(GO) cross/test-arm64.sh
 
 # dist: release tarballs dist/edged-$(VERSION)-linux-{amd64,arm64,riscv64}.tar.gz with
 # dist/SHA256SUMS (arm64 needs Debian's gcc-aarch64-linux-gnu; riscv64 builds without cgo).

@@ -107,7 +107,9 @@ func (pp *Preprocessor) FillReading(dst []float32, r *drivers.Reading) error {
 		if math.IsNaN(v) || math.IsInf(v, 0) {
 			return fmt.Errorf("preprocess: value %q is %v", f, v)
 		}
-		dst[i] = float32(v)*pp.scale[i] + pp.offset[i]
+		// The explicit conversion rounds the product, so arm64 does not fuse the
+		// multiply-add: a register value gives the same tensor on every box.
+		dst[i] = float32(float32(v)*pp.scale[i]) + pp.offset[i]
 	}
 	return nil
 }
