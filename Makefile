@@ -29,7 +29,7 @@ BIN := bin/edged
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 GOFLAGS_BUILD := -trimpath -ldflags "-X main.buildVersion=$(VERSION)"
 
-.PHONY: all build run run-plc run-vibration test test-setup fuzz soak bench ort model model-scalar model-vibration clean vet dist build-arm64 test-arm64
+.PHONY: all build run run-plc run-vibration test test-setup fuzz soak bench ort model model-scalar model-vibration clean vet dist build-arm64 test-arm64 build-riscv64 test-riscv64 test-cross
 
 all: build
 
@@ -103,6 +103,7 @@ test: test-setup
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 15s ./dpi/
+	$(MAKE) test-cross
 
 # fuzz: every fuzz target, FUZZTIME each (make test runs their seeds, and the Modbus
 # traffic parser's target for 15 s).
@@ -113,7 +114,7 @@ FUZZ_TARGETS := ./dpi/:FuzzParse ./drivers/modbus/:FuzzDecodeResponse ./drivers/
 	./inference/:FuzzPreprocessEncoded ./publish/:FuzzDecodeRecord ./publish/:FuzzAppendString ./spool/:FuzzOpen \
 	./models/:FuzzVerifyManifest ./models/:FuzzParsePublicKey ./models/swap/:FuzzParseCommand \
 	./models/fetch/:FuzzParseContentRange ./models/fetch/:FuzzParseRetryAfter ./linepage/:FuzzResultEvent \
-	./hwprofiles/:FuzzParseNVPModel ./hwprofiles/:FuzzParseSysfsInt
+	./hwprofiles/:FuzzParseNVPModel ./hwprofiles/:FuzzParseSysfsInt ./inference/:FuzzPureGoModel
 fuzz: test-setup
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		echo "fuzz $${t%%:*} $${t##*:} for $(FUZZTIME)"; \
@@ -169,6 +170,18 @@ build-arm64:
 # qemu-aarch64 with the arm64 ONNX Runtime, then the arm64 edged end to end.
 test-arm64: ort
 	GO=$(GO) cross/test-arm64.sh
+
+# build-riscv64: edged for RISC-V boards: static, without cgo, with the pure-Go backend.
+build-riscv64:
+	VERSION=$(VERSION) GO=$(GO) cross/build-riscv64.sh bin/edged-linux-riscv64
+
+# test-riscv64: the pure-Go backend on the demo models under qemu-riscv64, its outputs
+# against ONNX Runtime's on amd64, then the riscv64 edged end to end.
+test-riscv64: ort
+	GO=$(GO) cross/test-riscv64.sh
+
+# test-cross: the arm64 and riscv64 checks under emulation (make test runs them).
+test-cross: test-arm64 test-riscv64
 
 # dist: release tarballs dist/edged-$(VERSION)-linux-{amd64,arm64,riscv64}.tar.gz with
 # dist/SHA256SUMS (arm64 needs Debian's gcc-aarch64-linux-gnu; riscv64 builds without cgo).

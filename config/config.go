@@ -91,6 +91,10 @@ const (
 
 // Runtime holds the ONNX Runtime settings; zero values come from the hardware profile.
 type Runtime struct {
+	// Backend picks what runs the models: auto (ONNX Runtime where the binary has it and
+	// the architecture has a library; the pure-Go interpreter on riscv64 and in builds
+	// without cgo), onnxruntime, or purego.
+	Backend string `yaml:"backend"`
 	// ORTLibrary is the path to libonnxruntime.so. Empty means search:
 	// ONNXRUNTIME_SHARED_LIBRARY_PATH, then the folder make fills, then the system.
 	ORTLibrary     string `yaml:"ort_library"`
@@ -101,6 +105,13 @@ type Runtime struct {
 	// ExecutionProviders in order of preference (TensorRT, CUDA, CPU).
 	ExecutionProviders []string `yaml:"execution_providers"`
 }
+
+// Inference backends (runtime.backend).
+const (
+	BackendAuto        = "auto"
+	BackendONNXRuntime = "onnxruntime"
+	BackendPureGo      = "purego"
+)
 
 // HTTP holds the admin, metrics and line page server settings.
 type HTTP struct {
@@ -350,7 +361,7 @@ func defaults() Config {
 		Node:      Node{Site: "demo-site", Line: "line-1"},
 		HWProfile: hwprofiles.Auto,
 		Log:       Log{Level: "info", Format: "text"},
-		Runtime:   Runtime{Spinning: SpinningAuto},
+		Runtime:   Runtime{Backend: BackendAuto, Spinning: SpinningAuto},
 		HTTP:      HTTP{Listen: "127.0.0.1:8080"},
 		MQTT: MQTT{
 			Broker:         BrokerEmbedded,

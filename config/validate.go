@@ -68,6 +68,7 @@ func (c *Config) Validate() error {
 	v.intRange("runtime.intra_op_threads", c.Runtime.IntraOpThreads, 0, maxThreads)
 	v.intRange("runtime.inter_op_threads", c.Runtime.InterOpThreads, 0, maxThreads)
 	v.oneOf("runtime.spinning", c.Runtime.Spinning, SpinningAuto, SpinningOn, SpinningOff)
+	v.oneOf("runtime.backend", c.Runtime.Backend, BackendAuto, BackendONNXRuntime, BackendPureGo)
 	for i, ep := range c.Runtime.ExecutionProviders {
 		path := fmt.Sprintf("runtime.execution_providers[%d]", i)
 		if !slices.Contains(hwprofiles.Providers(), ep) {

@@ -25,6 +25,7 @@ func cmdBench(args []string) error {
 	fs.IntVar(&o.Workers, "workers", o.Workers, "pipeline workers")
 	fs.IntVar(&o.Session.IntraOpThreads, "threads", o.Session.IntraOpThreads, "ONNX Runtime intra-op threads, the same for both loops")
 	lib := fs.String("ort-library", "", "path to libonnxruntime.so (default: search as edged run does)")
+	backendName := fs.String("backend", "auto", "inference backend: auto, onnxruntime or purego")
 	if err := fs.Parse(args); err != nil {
 		return errUsage
 	}
@@ -36,7 +37,7 @@ func cmdBench(args []string) error {
 	tuneGC(prof.MemoryBudgetMB, slog.New(slog.DiscardHandler))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	backend, err := inference.OpenORT(*lib)
+	backend, err := inference.Open(*backendName, *lib)
 	if err != nil {
 		return err
 	}
@@ -53,8 +54,8 @@ func cmdBench(args []string) error {
 		return err
 	}
 	w := os.Stdout
-	fmt.Fprintf(w, "model %s, ONNX Runtime %s, %d worker(s), %d intra-op thread(s), %d frames x %d paired rounds\n",
-		rep.Model, backend.Version(), rep.Workers, rep.IntraOpThreads, rep.Frames, o.Rounds)
+	fmt.Fprintf(w, "model %s, backend %s, %d worker(s), %d intra-op thread(s), %d frames x %d paired rounds\n",
+		rep.Model, inference.Describe(backend).Version, rep.Workers, rep.IntraOpThreads, rep.Frames, o.Rounds)
 	fmt.Fprintf(w, "bare session.Run loop       %8.1f frames/s best; rounds %s\n", rep.BareFPS, rounds(rep.BareRoundsFPS))
 	fmt.Fprintf(w, "full pipeline (QoS 1 MQTT)  %8.1f frames/s best; rounds %s\n", rep.PipelineFPS, rounds(rep.PipelineRoundsFPS))
 	fmt.Fprintf(w, "ratio pipeline/bare         %8.3f median of paired rounds, %.3f best/best (target >= 0.90)\n", rep.Ratio, rep.BestRatio)

@@ -133,7 +133,7 @@ type daemon struct {
 	prof    *hwprofiles.Profile
 	log     *slog.Logger
 	reg     *prometheus.Registry
-	backend *inference.ORT
+	backend inference.Backend
 	spool   *spool.Spool
 	// sessions are the models' sessions until the swap manager takes them over.
 	sessions []inference.Session
@@ -183,10 +183,10 @@ func newDaemon(cfg *config.Config, prof *hwprofiles.Profile, reasons []string, l
 	}
 	log.Info("hardware profile", "profile", prof.Name, "why", strings.Join(reasons, "; "))
 
-	if d.backend, err = inference.OpenORT(cfg.Runtime.ORTLibrary); err != nil {
+	if d.backend, err = inference.Open(cfg.Runtime.Backend, cfg.Runtime.ORTLibrary); err != nil {
 		return nil, err
 	}
-	checkHardware(cfg, prof, d.backend.Library(), log)
+	checkHardware(cfg, prof, inference.Describe(d.backend).Library, log)
 	if d.power, err = hwprofiles.NewPowerMeter(os.DirFS("/"), d.reg); err != nil {
 		return nil, err
 	}
@@ -605,7 +605,7 @@ func waitOr(done <-chan struct{}, timeout <-chan time.Time) bool {
 }
 
 func (d *daemon) logStart() {
-	lib := d.backend.Library()
+	info := inference.Describe(d.backend)
 	var ms []string
 	for name, m := range d.models {
 		ms = append(ms, name+"@"+m.Manifest.Version+" sha256:"+m.Manifest.SHA256[:12])
@@ -618,7 +618,7 @@ func (d *daemon) logStart() {
 		"version", version(),
 		"node", d.cfg.Node.Site+"/"+d.cfg.Node.Line+"/"+d.cfg.Node.Name,
 		"profile", d.prof.Name,
-		"onnxruntime", lib.Path+" ("+d.backend.Version()+", from "+lib.From+")",
+		"backend", describeBackend(info),
 		"threads", fmt.Sprintf("intra=%d inter=%d spinning=%s", d.cfg.Runtime.IntraOpThreads, d.cfg.Runtime.InterOpThreads, d.cfg.Runtime.Spinning),
 		"models", strings.Join(ms, ","),
 		"broker", broker,
@@ -692,4 +692,13 @@ func inspectionNames(ins []config.Inspection) []string {
 		names[i] = ins[i].Name
 	}
 	return names
+}
+
+// describeBackend names the inference backend for the start line: ONNX Runtime with its
+// library and why that one, or the pure-Go interpreter.
+func describeBackend(info inference.BackendInfo) string {
+	if info.Library.Path == "" {
+		return info.Name + " (" + info.Version + ")"
+	}
+	return info.Name + " " + info.Version + " " + info.Library.Path + " (from " + info.Library.From + ")"
 }

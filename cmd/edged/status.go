@@ -5,16 +5,19 @@ import (
 	"time"
 
 	"github.com/edgedrun/edged/health"
+	"github.com/edgedrun/edged/inference"
 	"github.com/edgedrun/edged/models/swap"
 )
 
 // statusDoc is served at /v1/status.
 type statusDoc struct {
-	Version     string               `json:"version"`
-	Node        nodeDoc              `json:"node"`
-	Started     time.Time            `json:"started"`
-	UptimeS     float64              `json:"uptime_s"`
-	Profile     string               `json:"hwprofile"`
+	Version string    `json:"version"`
+	Node    nodeDoc   `json:"node"`
+	Started time.Time `json:"started"`
+	UptimeS float64   `json:"uptime_s"`
+	Profile string    `json:"hwprofile"`
+	// Backend is what runs the models: onnxruntime or purego.
+	Backend     string               `json:"backend"`
 	ONNXRuntime ortDoc               `json:"onnxruntime"`
 	Models      []modelDoc           `json:"models"`
 	Sources     map[string]sourceDoc `json:"sources"`
@@ -94,8 +97,9 @@ func (d *daemon) status() any {
 	}
 	running := d.running.Load()
 	if d.backend != nil {
-		lib := d.backend.Library()
-		doc.ONNXRuntime = ortDoc{lib.Path, lib.From, d.backend.Version()}
+		info := inference.Describe(d.backend)
+		doc.Backend = info.Name
+		doc.ONNXRuntime = ortDoc{info.Library.Path, info.Library.From, info.Version}
 	}
 	doc.Models = d.modelStatus()
 	doc.Power = d.powerStatus()
