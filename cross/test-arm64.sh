@@ -24,6 +24,9 @@ fail() {
 	echo "test-arm64: $*" >&2
 	exit 1
 }
+# shellcheck source=cross/e2e.sh
+. "$root/cross/e2e.sh"
+trap 'if [ -n "$e2e_pid" ]; then kill "$e2e_pid" 2>/dev/null || true; fi' EXIT
 
 # Every tool is checked before anything runs, so one message names all that is missing.
 missing=()
@@ -77,110 +80,10 @@ fi
 grep -E '^(--- |ok|PASS)|cross: ' "$work/arm64.log" | sed 's/^ *//'
 
 echo "== arm64 edged end to end under qemu-aarch64"
-# A port nothing listens on; the embedded broker refuses port 0 (clients must know it).
-free_port() {
-	local p
-	for _ in $(seq 50); do
-		p=$((20000 + RANDOM % 40000))
-		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-			echo "$p"
-			return 0
-		fi
-	done
-	fail "no free TCP port found on 127.0.0.1"
-}
-mqtt_port=$(free_port)
-e2e=$root/$work/e2e
-mkdir -p "$e2e"
-cat >"$e2e/edged.yaml" <<YAML
-node: {site: cross, line: arm64, name: qemu}
-hwprofile: auto
-log: {level: info, format: json}
-runtime: {ort_library: "$ort_lib"}
-http: {listen: "127.0.0.1:0"}
-mqtt: {broker: embedded, embedded_listen: "127.0.0.1:$mqtt_port", connect_timeout: 5s, spool: {dir: "$e2e/spool"}}
-models: {dir: "$e2e/models"}
-shutdown_timeout: 20s
-sources:
-  - name: cam
-    type: sim
-    verdict_budget: 10s
-    # One image a second: about what one worker infers under emulation, so the ring
-    # stays short and drains well within shutdown_timeout.
-    sim: {rate_hz: 1, seed: 7, defect_rate: 0.3}
-inspections:
-  - name: el
-    source: cam
-    model: el-defect
-YAML
-
-qemu-aarch64 -L "$sysroot" bin/edged-linux-arm64 run -c "$e2e/edged.yaml" >"$e2e/edged.log" 2>&1 &
-edged_pid=$!
-sub_pid=
-cleanup() {
-	[ -n "$sub_pid" ] && kill "$sub_pid" 2>/dev/null
-	kill "$edged_pid" 2>/dev/null || true
-}
-trap cleanup EXIT
-
-# ONNX Runtime takes seconds to load under emulation: wait for the started line.
-for _ in $(seq 1200); do
-	grep -q '"msg":"edged started"' "$e2e/edged.log" && break
-	kill -0 "$edged_pid" 2>/dev/null || {
-		cat "$e2e/edged.log"
-		fail "edged (arm64) exited before it started"
-	}
-	sleep 0.1
-done
-grep -q '"msg":"edged started"' "$e2e/edged.log" || {
-	cat "$e2e/edged.log"
-	fail "edged (arm64) did not log \"edged started\" within 120 s"
-}
-grep '"msg":"edged started"' "$e2e/edged.log"
-
-timeout $((e2e_seconds + 10)) mosquitto_sub -h 127.0.0.1 -p "$mqtt_port" -q 1 -v \
-	-t 'edged/v1/cross/arm64/qemu/result/#' -W "$e2e_seconds" >"$e2e/results.txt" 2>"$e2e/sub.log" &
-sub_pid=$!
-wait "$sub_pid" || true # -W ends it with status 27 when its time is up
-sub_pid=
-
-kill -TERM "$edged_pid"
-rc=0
-timeout 60 tail --pid="$edged_pid" -f /dev/null || fail "edged (arm64) still runs 60 s after SIGTERM"
-wait "$edged_pid" || rc=$?
-trap - EXIT
-[ "$rc" = 0 ] || {
-	cat "$e2e/edged.log"
-	fail "edged (arm64) exited with status $rc after SIGTERM, want 0"
-}
-stopped=$(grep '"msg":"edged stopped"' "$e2e/edged.log") || {
-	cat "$e2e/edged.log"
-	fail "edged (arm64) exited without its \"edged stopped\" line"
-}
-echo "$stopped"
-
-received=$(grep -c '"verdict":' "$e2e/results.txt" || true)
-ng=$(grep -c '"verdict":"NG"' "$e2e/results.txt" || true)
-[ "$received" -gt 0 ] || {
-	cat "$e2e/sub.log" "$e2e/edged.log"
-	fail "no result reached mosquitto_sub in $e2e_seconds s"
-}
-grep -q '"model":{"name":"el-defect"' "$e2e/results.txt" || fail "results do not name the el-defect model: $(head -c 400 "$e2e/results.txt")"
-# The stopped line's counts: every accepted frame published or dropped for a reason.
-counts=$(sed -n 's/.*"cam":"\([^"]*\)".*/\1/p' <<<"$stopped")
-declare -A n=()
-for kv in $counts; do n[${kv%%=*}]=${kv#*=}; done
-for k in accepted published dropped_full dropped_stale error dropped_shutdown; do
-	[ -n "${n[$k]:-}" ] || fail "the stopped line has no $k count: $stopped"
-done
-published=${n[published]}
-if [ "$published" -lt "$received" ]; then
-	fail "the stopped line counts published=$published, fewer than the $received results received"
-fi
-sum=$((published + n[dropped_full] + n[dropped_stale] + n[error] + n[dropped_shutdown]))
-[ "$sum" = "${n[accepted]}" ] || fail "accepted=${n[accepted]} but published and dropped add up to $sum: $counts"
+cross_e2e arm64 "$root/$work/e2e" "$e2e_seconds" "{ort_library: \"$ort_lib\"}" -- \
+	qemu-aarch64 -L "$sysroot" bin/edged-linux-arm64
 
 echo "== arm64 summary"
 grep -h 'cross: arm64' "$work/arm64.log" | sed 's/^ *//'
-echo "end to end: $received results received over MQTT in $e2e_seconds s ($ng NG); stopped with $counts; exit 0 after SIGTERM"
+echo "end to end: $e2e_received results received over MQTT in $e2e_seconds s ($e2e_ng NG); stopped with $e2e_counts; exit 0 after SIGTERM"
 echo "test-arm64: ok in $((SECONDS - start)) s"

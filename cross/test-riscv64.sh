@@ -32,10 +32,11 @@ fail() {
 }
 
 work=$(mktemp -d)
-edged_pid=
+# shellcheck source=cross/e2e.sh
+. "$(dirname "$0")/e2e.sh"
 cleanup() {
-	if [[ -n "$edged_pid" ]]; then
-		kill "$edged_pid" 2>/dev/null || true
+	if [[ -n "$e2e_pid" ]]; then
+		kill "$e2e_pid" 2>/dev/null || true
 	fi
 	rm -rf "$work"
 }
@@ -73,86 +74,7 @@ fi
 
 echo "== edged for riscv64 end to end under qemu-riscv64"
 GO="$go_cmd" cross/build-riscv64.sh "$work/edged-linux-riscv64"
-# A port nothing listens on: the embedded broker's clients must know its port.
-mqtt_port=
-for _ in $(seq 50); do
-	p=$((20000 + RANDOM % 40000))
-	if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-		mqtt_port=$p
-		break
-	fi
-done
-[[ -n "$mqtt_port" ]] || fail "no free TCP port found on 127.0.0.1"
-e2e=$work/e2e
-mkdir -p "$e2e"
-cat >"$e2e/edged.yaml" <<YAML
-node: {site: cross, line: riscv64, name: qemu}
-hwprofile: auto
-log: {level: info, format: json}
-http: {listen: "127.0.0.1:0"}
-mqtt: {broker: embedded, embedded_listen: "127.0.0.1:$mqtt_port", connect_timeout: 5s, spool: {dir: "$e2e/spool"}}
-models: {dir: "$e2e/models"}
-shutdown_timeout: 20s
-sources:
-  - name: cam
-    type: sim
-    verdict_budget: 10s
-    # One image a second: the pure-Go backend infers one in well under a second
-    # under emulation, so the ring stays short and drains at shutdown.
-    sim: {rate_hz: 1, seed: 7, defect_rate: 0.3}
-inspections:
-  - name: el
-    source: cam
-    model: el-defect
-YAML
-qemu-riscv64 "$work/edged-linux-riscv64" run -c "$e2e/edged.yaml" >"$e2e/edged.log" 2>&1 &
-edged_pid=$!
-for _ in $(seq 600); do
-	grep -q '"msg":"edged started"' "$e2e/edged.log" && break
-	kill -0 "$edged_pid" 2>/dev/null || {
-		cat "$e2e/edged.log"
-		fail "edged (riscv64) exited before it started"
-	}
-	sleep 0.1
-done
-grep '"msg":"edged started"' "$e2e/edged.log" || {
-	cat "$e2e/edged.log"
-	fail "edged (riscv64) did not log \"edged started\" within 60 s"
-}
 seconds=${EDGED_RISCV64_E2E_SECONDS:-8}
-# -W ends mosquitto_sub with status 27 when its time is up.
-timeout $((seconds + 10)) mosquitto_sub -h 127.0.0.1 -p "$mqtt_port" -q 1 -v \
-	-t 'edged/v1/cross/riscv64/qemu/result/#' -W "$seconds" >"$e2e/results.txt" 2>"$e2e/sub.log" || true
-kill -TERM "$edged_pid"
-timeout 60 tail --pid="$edged_pid" -f /dev/null || fail "edged (riscv64) still runs 60 s after SIGTERM"
-rc=0
-wait "$edged_pid" || rc=$?
-edged_pid=
-[[ "$rc" == 0 ]] || {
-	cat "$e2e/edged.log"
-	fail "edged (riscv64) exited with status $rc after SIGTERM, want 0"
-}
-stopped=$(grep '"msg":"edged stopped"' "$e2e/edged.log") || {
-	cat "$e2e/edged.log"
-	fail "edged (riscv64) exited without its \"edged stopped\" line"
-}
-echo "$stopped"
-received=$(grep -c '"verdict":' "$e2e/results.txt" || true)
-ng=$(grep -c '"verdict":"NG"' "$e2e/results.txt" || true)
-[[ "$received" -gt 0 ]] || {
-	cat "$e2e/sub.log" "$e2e/edged.log"
-	fail "no result reached mosquitto_sub in $seconds s"
-}
-grep -q '"model":{"name":"el-defect"' "$e2e/results.txt" || fail "results do not name the el-defect model: $(head -c 400 "$e2e/results.txt")"
-infer=$(sed -n 's/.*"infer":\([0-9.]*\).*/\1/p' "$e2e/results.txt" | sort -n | sed -n '1p;$p' | tr '\n' ' ')
-# Every accepted frame was published or dropped for a reason.
-counts=$(sed -n 's/.*"cam":"\([^"]*\)".*/\1/p' <<<"$stopped")
-declare -A n=()
-for kv in $counts; do n[${kv%%=*}]=${kv#*=}; done
-for k in accepted published dropped_full dropped_stale error dropped_shutdown; do
-	[[ -n "${n[$k]:-}" ]] || fail "the stopped line has no $k count: $stopped"
-done
-sum=$((n[published] + n[dropped_full] + n[dropped_stale] + n[error] + n[dropped_shutdown]))
-[[ "$sum" == "${n[accepted]}" ]] || fail "accepted=${n[accepted]} but published and dropped add up to $sum: $counts"
-echo "   $received results over MQTT in $seconds s ($ng NG), inference ${infer% } ms (min max) under emulation; $counts"
+cross_e2e riscv64 "$work/e2e" "$seconds" "{}" -- qemu-riscv64 "$work/edged-linux-riscv64"
+echo "   $e2e_received results over MQTT in $seconds s ($e2e_ng NG), inference $e2e_infer ms (min max) under emulation; $e2e_counts"
 echo "test-riscv64: ok in $((SECONDS - total)) s"
