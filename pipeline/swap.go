@@ -109,6 +109,10 @@ func (p *Pipeline) Model(name string) (*Model, bool) {
 // model only features the model now serving takes (those are what the sources give),
 // a per-frame input the preprocessing fills exactly, batches as large as the source
 // gathers, and a postprocessor for each inspection's threshold.
+// ErrModelNotRun is returned by CheckModel and SwapModel for a model that no
+// inspection runs: there is nothing to check it against and nothing to swap.
+var ErrModelNotRun = errors.New("no inspection runs a model of that name")
+
 func (p *Pipeline) CheckModel(m *Model) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -123,7 +127,7 @@ func (p *Pipeline) checkModel(m *Model) (*holder, error) {
 	mf := m.Manifest
 	h, ok := p.holders[mf.Name]
 	if !ok {
-		return nil, fmt.Errorf("model %q version %q: no inspection runs a model of that name", mf.Name, mf.Version)
+		return nil, fmt.Errorf("model %q version %q: %w", mf.Name, mf.Version, ErrModelNotRun)
 	}
 	cur := h.cur.Load().model.Manifest
 	pre, err := inference.NewPreprocessor(mf.Preprocess)

@@ -619,7 +619,13 @@ func (m *Manager) change(ctx context.Context, o *op, stage bool) error {
 		}
 	}()
 	o.step(StepLoaded)
-	if err := m.p.CheckModel(next); err != nil {
+	// A model no inspection runs yet (for a config about to name it) has nothing to be
+	// checked against or swapped with: it is warmed and golden-tested like any other,
+	// and made the active version the next start loads.
+	unused := false
+	if err := m.p.CheckModel(next); errors.Is(err, pipeline.ErrModelNotRun) {
+		unused = true
+	} else if err != nil {
 		return o.fail(StepChecked, ResultFailed, http.StatusUnprocessableEntity, fmt.Errorf("%s %s %s: %w", o.action, name, version, err))
 	}
 	b, err := m.batch(next)
@@ -639,6 +645,14 @@ func (m *Manager) change(ctx context.Context, o *op, stage bool) error {
 	if stage {
 		o.rep.Staged = true
 		o.step(StepStaged)
+		return nil
+	}
+	if unused {
+		if err := m.cfg.Repo.Activate(name, version); err != nil {
+			return o.fail(StepActivated, ResultFailed, http.StatusInternalServerError, fmt.Errorf("%s %s %s: %w", o.action, name, version, err))
+		}
+		m.log.Info("model active for the next start: no inspection runs it yet", "model", name, "version", version)
+		o.step(StepActivated)
 		return nil
 	}
 	if err := m.swap(o, next); err != nil {

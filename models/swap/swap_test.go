@@ -276,3 +276,47 @@ func TestSwapFailureRestoresPointer(t *testing.T) {
 		t.Errorf("previous after the failed swap: %v (the removed version is no rollback target)", err)
 	}
 }
+
+// TestPushModelNoInspectionRuns: a model for a config about to name it is verified,
+// loaded, warmed and golden-tested like any other; staged it stays inactive, pushed it
+// becomes the active version the next start loads, and the line goes on with its own.
+func TestPushModelNoInspectionRuns(t *testing.T) {
+	l := newLine(t, lineOpts{})
+	m, onnx := l.signed("1", good)
+	m.Name = "spare"
+	l.sign(m)
+	if r := l.put("/v1/models/spare/1?stage=1", m, onnx); r.status != http.StatusOK || !r.report.Staged {
+		t.Fatalf("stage: %d %s", r.status, r.raw)
+	}
+	if _, err := l.repo.ActiveVersion("spare"); !errors.Is(err, models.ErrNotFound) {
+		t.Fatalf("a staged model has an active version: %v", err)
+	}
+	r := l.put("/v1/models/spare/1", m, onnx)
+	if r.status != http.StatusOK || r.report.Staged {
+		t.Fatalf("push: %d %s", r.status, r.raw)
+	}
+	var steps []string
+	for _, s := range r.report.Steps {
+		steps = append(steps, s.Name)
+	}
+	if want := []string{swap.StepReceived, swap.StepVerified, swap.StepInstalled, swap.StepLoaded, swap.StepChecked, swap.StepWarmed, swap.StepGolden, swap.StepActivated}; !slices.Equal(steps, want) {
+		t.Errorf("steps %v, want %v", steps, want)
+	}
+	if v, err := l.repo.ActiveVersion("spare"); err != nil || v != "1" {
+		t.Fatalf("active version of spare: %q %v", v, err)
+	}
+	if _, ok := l.p.Model("spare"); ok {
+		t.Error("the pipeline serves a model no inspection runs")
+	}
+	l.serving("1")
+	// A broken one is refused all the same: the checks that need no inspection still run.
+	bad, badOnnx := l.signed("2", nanOut)
+	bad.Name = "spare"
+	l.sign(bad)
+	if r := l.put("/v1/models/spare/2", bad, badOnnx); r.status != http.StatusUnprocessableEntity || r.err.Step != swap.StepWarmed {
+		t.Fatalf("a NaN model for spare: %d %s", r.status, r.raw)
+	}
+	if v, _ := l.repo.ActiveVersion("spare"); v != "1" {
+		t.Errorf("active version of spare %q after a refused push, want 1", v)
+	}
+}
