@@ -16,8 +16,6 @@ import (
 	"github.com/edgedrun/edged/drivers/sim"
 	"github.com/edgedrun/edged/inference"
 	"github.com/edgedrun/edged/internal/orttest"
-	"github.com/edgedrun/edged/models"
-	"github.com/edgedrun/edged/models/demo"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -48,33 +46,7 @@ func TestFindORTLibraryOrder(t *testing.T) {
 }
 
 func TestLoadRefusesMismatchedManifest(t *testing.T) {
-	o := orttest.Open(t)
-	m, onnx, err := demo.Load()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, tc := range []struct {
-		edit func(m *models.Manifest)
-		want string
-	}{
-		{func(m *models.Manifest) { m.Inputs[0].Name = "pixels" }, `input 0 is named "image" in the model, "pixels" in the manifest`},
-		{func(m *models.Manifest) { m.Inputs[0].Shape = []int64{-1, 3, 64, 64} }, `input "image" has shape`},
-		{func(m *models.Manifest) { m.Outputs[0].Shape = []int64{-1, 5} }, `output "logits" has shape`},
-	} {
-		bad := *m
-		bad.Inputs = append([]models.Tensor(nil), m.Inputs...)
-		bad.Outputs = append([]models.Tensor(nil), m.Outputs...)
-		tc.edit(&bad)
-		if s, err := o.Load(&bad, onnx, inference.SessionOptions{}); err == nil || !strings.Contains(err.Error(), tc.want) {
-			if s != nil {
-				s.Close()
-			}
-			t.Errorf("got %v, want an error containing %q", err, tc.want)
-		}
-	}
-	if _, err := o.Load(m, []byte("garbage"), inference.SessionOptions{}); err == nil || !strings.Contains(err.Error(), "cannot read it") {
-		t.Errorf("garbage model: %v", err)
-	}
+	checkLoadRefuses(t, orttest.Open(t))
 }
 
 // The bundled model, through the real runtime and edged's own pre- and post-processing,
